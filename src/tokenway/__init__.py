@@ -1,0 +1,3 @@
+"""tokenway: one OpenAI- and Anthropic-compatible endpoint in front of many LLM providers."""
+
+__version__ = "0.1.0"

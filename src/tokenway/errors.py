@@ -1,0 +1,150 @@
+"""The error tree of tokenway.
+
+    TokenwayError                 anything that ends a request with an error status
+    ├── ClientError               the client's request is wrong (never retried, never a 5xx)
+    │   ├── BadRequest            400 malformed JSON, wrong types, missing fields
+    │   ├── AuthenticationError   401 missing or unknown key
+    │   ├── PermissionDenied      403 key may not use this model or endpoint
+    │   ├── NotFound              404 unknown model or path
+    │   ├── PayloadTooLarge       413 body over the configured limit
+    │   └── RateLimited           429 the client's own key is over its limits
+    └── UpstreamError             one upstream attempt failed
+        ├── UpstreamConnectError  locally originated: refused, reset, DNS  (retryable)
+        ├── UpstreamTimeout       locally originated: no answer in time    (retryable)
+        ├── UpstreamStreamCut     the stream broke after bytes went out    (not retryable)
+        └── UpstreamStatus        the provider answered with an error status;
+                                  retryable for 408, 409, 429 and 5xx, not for other 4xx
+    AllTargetsFailed              every target of a model failed; carries errors by target
+
+Each class knows the client status it maps to, its error type in the client API, whether
+another attempt may help, and a short reason flag for the ledger row.
+"""
+
+from __future__ import annotations
+
+
+class TokenwayError(Exception):
+    """Base of every error that ends a request. `status` is what the client gets."""
+
+    status: int = 500
+    error_type: str = "api_error"
+    flag: str = "ERR"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class ClientError(TokenwayError):
+    status = 400
+    error_type = "invalid_request_error"
+    flag = "BADREQ"
+
+
+class BadRequest(ClientError):
+    pass
+
+
+class AuthenticationError(ClientError):
+    status = 401
+    error_type = "authentication_error"
+    flag = "AUTH"
+
+
+class PermissionDenied(ClientError):
+    status = 403
+    error_type = "permission_error"
+    flag = "DENIED"
+
+
+class NotFound(ClientError):
+    status = 404
+    error_type = "not_found_error"
+    flag = "NOTFOUND"
+
+
+class PayloadTooLarge(ClientError):
+    status = 413
+    error_type = "request_too_large"
+    flag = "TOOLARGE"
+
+
+class RateLimited(ClientError):
+    status = 429
+    error_type = "rate_limit_error"
+    flag = "RL"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None):
+        super().__init__(message, code="rate_limit_exceeded")
+        self.retry_after_s = retry_after_s
+
+
+class UpstreamError(TokenwayError):
+    """One upstream attempt failed. `status` is the client status if it is the last word."""
+
+    status = 502
+    error_type = "api_error"
+    flag = "UF"
+    retryable = True
+
+
+class UpstreamConnectError(UpstreamError):
+    flag = "UF"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    error_type = "timeout_error"
+    flag = "UT"
+
+
+class UpstreamStreamCut(UpstreamError):
+    flag = "UC"
+    retryable = False
+
+
+_RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+class UpstreamStatus(UpstreamError):
+    """The provider answered with an error status; `body` is its (already redacted) error text."""
+
+    def __init__(
+        self,
+        upstream_status: int,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        error_type: str | None = None,
+    ):
+        super().__init__(message)
+        self.upstream_status = upstream_status
+        self.retry_after_s = retry_after_s
+        self.retryable = upstream_status in _RETRYABLE_STATUSES or upstream_status >= 500
+        if upstream_status == 429:
+            self.status, self.error_type, self.flag = 429, "rate_limit_error", "URL"
+        elif upstream_status >= 500:
+            self.status, self.error_type, self.flag = 502, "api_error", "U5XX"
+        elif upstream_status in (401, 403):
+            # The provider refused our credentials: the client's own key was fine.
+            self.status, self.error_type, self.flag = 502, "api_error", "UAUTH"
+        else:
+            self.status = upstream_status
+            self.error_type = error_type or "invalid_request_error"
+            self.flag = "U4XX"
+
+
+class AllTargetsFailed(TokenwayError):
+    """Every target tried for a request failed. The last error decides the client status."""
+
+    def __init__(self, errors: list[tuple[str, UpstreamError]]):
+        last = errors[-1][1] if errors else UpstreamError("no target available")
+        super().__init__(last.message)
+        self.errors = errors
+        self.status = last.status
+        self.error_type = last.error_type
+        self.flag = last.flag
+        self.retry_after_s = getattr(last, "retry_after_s", None)

@@ -1,0 +1,1 @@
+"""tokenway.sim."""
