@@ -87,7 +87,6 @@ class StorageConfig(Strict):
 
 class ServerConfig(Strict):
     max_body_bytes: int = 32 * 1024 * 1024
-    max_json_depth: int = 64
     request_timeout_s: float = 600.0
     log_level: str = "info"
 
@@ -122,6 +121,13 @@ class SimScenario(Strict):
     usage_style: Literal["openai", "deepseek"] = "openai"
     api_key: str | None = None
     seed: int = 0
+    # Hidden reasoning / visible thinking tokens for models and requests that think.
+    reasoning_tokens: int = 32
+    # Automatic prefix caching (OpenAI, Gemini) reports the longest seen prefix rounded down to
+    # `cache_block_tokens`, once it reaches `cache_min_tokens`; Anthropic writes a breakpoint
+    # only from `cache_min_tokens` on.
+    cache_block_tokens: int = 64
+    cache_min_tokens: int = 1024
 
 
 class SimProviderConfig(Strict):

@@ -222,3 +222,18 @@ class EmbeddingResponse(msgspec.Struct, kw_only=True):
     model: str
     vectors: list[list[float]]
     usage: Usage = msgspec.field(default_factory=Usage)
+
+
+# ---- who is asking --------------------------------------------------------------------------
+
+
+class Principal(msgspec.Struct, kw_only=True, frozen=True):
+    """An authenticated caller: a virtual key's name and what it may do (never its secret)."""
+
+    name: str
+    team: str | None = None
+    models: frozenset[str] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    budget_usd: float | None = None
+    admin: bool = False

@@ -1,0 +1,5 @@
+import sys
+
+from tokenway.cli import main
+
+sys.exit(main())

@@ -1,0 +1,398 @@
+"""The ledger: one row per client request and one per upstream attempt, kept off the hot path.
+
+`record()` only puts the row on a queue. A background thread drains the queue in batches and
+writes each batch in one transaction (`executemany`, `ON CONFLICT DO NOTHING`, so a replayed
+row never counts twice). `flush()` waits until everything recorded before it is committed;
+`close()` flushes and stops the thread.
+
+If the database keeps failing (disk full, locked for longer than the busy timeout across
+several retries), the batch is given up, logged and counted in `SqliteLedger.lost`; the writer
+itself never dies and the request path never notices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+import msgspec
+
+from tokenway.accounting import sqlite as db
+from tokenway.accounting.schema import (
+    ATTEMPT_COLUMNS,
+    INSERT_ATTEMPT,
+    INSERT_REQUEST,
+    REQUEST_COLUMNS,
+)
+from tokenway.domain.types import Usage
+
+__all__ = [
+    "AttemptRow",
+    "Ledger",
+    "RequestRow",
+    "SqliteLedger",
+    "open_ledger",
+    "read_attempts",
+    "read_requests",
+]
+
+log = logging.getLogger("tokenway.accounting.ledger")
+
+
+class AttemptRow(msgspec.Struct, kw_only=True):
+    """One upstream attempt: which target, how it ended, what it used and cost."""
+
+    request_id: str
+    seq: int
+    ts: float
+    provider: str
+    provider_model: str
+    status: int
+    flag: str
+    usage: Usage
+    cost_usd: Decimal
+    latency_ms: float
+    ttft_ms: float | None = None
+    error: str | None = None
+
+
+class RequestRow(msgspec.Struct, kw_only=True):
+    """One client request. `key` is the key's name (never the secret); `ts` is the request's
+    start in epoch seconds; `cost_usd` is the sum over attempts and `revenue_usd` what the
+    client is charged; `status` is the HTTP status the client got."""
+
+    request_id: str
+    ts: float
+    key: str
+    team: str | None = None
+    model: str
+    provider: str | None = None
+    provider_model: str | None = None
+    api: str
+    mode: str = "realtime"
+    stream: bool = False
+    status: int
+    flag: str
+    usage: Usage
+    cost_usd: Decimal
+    revenue_usd: Decimal
+    ttft_ms: float | None = None
+    latency_ms: float
+    attempts: list[AttemptRow] = msgspec.field(default_factory=list)
+
+
+class Ledger(Protocol):
+    """Where request rows go. `record` never blocks and never raises."""
+
+    def record(self, row: RequestRow) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+def open_ledger(url: str) -> SqliteLedger:
+    """A ledger for `url` (sqlite:///rel.db, sqlite:////abs.db, memory://[NAME]); not started.
+
+    postgresql:// raises NotImplementedError, an unknown scheme ValueError.
+    """
+    return SqliteLedger(url)
+
+
+class _Flush:
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+
+class _Stop:
+    pass
+
+
+_Item = RequestRow | _Flush | _Stop
+
+
+class SqliteLedger:
+    """The embedded ledger: SQLite in WAL mode, written by one background thread."""
+
+    def __init__(self, url: str, *, batch_size: int = 512, retries: int = 5) -> None:
+        self._target = db.parse_url(url)
+        self.url = self._target.url
+        self._batch_size = batch_size
+        self._retries = retries
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._start_lock = asyncio.Lock()
+        self._lost_lock = threading.Lock()
+        self.lost = 0
+        """Rows given up after repeated database errors, or recorded after close."""
+
+    def record(self, row: RequestRow) -> None:
+        """Queue `row` for the writer; never blocks, never raises."""
+        try:
+            if self._closed:
+                self._lose(1)
+                log.error("ledger closed: request %s not recorded", row.request_id)
+                return
+            self._queue.put(row)
+        except Exception:  # the hot path must not fail because of accounting
+            log.exception("ledger: could not queue a row")
+
+    async def start(self) -> None:
+        """Open the database, run migrations and start the writer thread (idempotent)."""
+        async with self._start_lock:
+            if self._thread is not None:
+                return
+            ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+            thread = threading.Thread(
+                target=self._main, args=(ready,), name="tokenway-ledger", daemon=True
+            )
+            thread.start()
+            try:
+                await asyncio.wrap_future(ready)
+            except BaseException:
+                await asyncio.to_thread(thread.join)
+                raise
+            self._thread = thread
+
+    async def flush(self) -> None:
+        """Wait until every row recorded so far is committed."""
+        if self._thread is None:
+            await self.start()
+        marker = _Flush()
+        self._queue.put(marker)
+        await asyncio.wrap_future(marker.done)
+
+    async def close(self) -> None:
+        """Flush everything, then stop the writer. Later `record` calls are counted as lost."""
+        if self._closed:
+            return
+        if self._thread is None and self._queue.empty():
+            self._closed = True
+            return
+        await self.flush()
+        self._closed = True
+        thread = self._thread
+        assert thread is not None
+        self._queue.put(_Stop())
+        await asyncio.to_thread(thread.join)
+
+    # ---- writer thread ------------------------------------------------------------------
+
+    def _main(self, ready: concurrent.futures.Future[None]) -> None:
+        try:
+            conn = db.connect_writer(self._target)
+            try:
+                db.apply_migrations(conn)
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException as exc:
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        try:
+            self._drain(conn)
+        finally:
+            conn.close()
+
+    def _drain(self, conn: sqlite3.Connection) -> None:
+        while True:
+            items = [self._queue.get()]
+            while len(items) < self._batch_size:
+                try:
+                    items.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            rows = [i for i in items if isinstance(i, RequestRow)]
+            if rows:
+                self._write(conn, rows)
+            stop = False
+            for item in items:
+                if isinstance(item, _Flush):
+                    item.done.set_result(None)
+                elif isinstance(item, _Stop):
+                    stop = True
+            if stop:
+                return
+
+    def _write(self, conn: sqlite3.Connection, rows: list[RequestRow]) -> None:
+        requests: list[dict[str, Any]] = []
+        attempts: list[dict[str, Any]] = []
+        for row in rows:
+            try:
+                request_params = _request_params(row)
+                attempt_params = [_attempt_params(a) for a in row.attempts]
+            except Exception:
+                self._lose(1)
+                log.exception("ledger: dropping malformed row %s", getattr(row, "request_id", "?"))
+                continue
+            requests.append(request_params)
+            attempts.extend(attempt_params)
+        delay = 0.05
+        for attempt in range(self._retries):
+            try:
+                self._commit(conn, requests, attempts)
+                return
+            except sqlite3.OperationalError as exc:  # busy, locked, disk I/O: may pass
+                log.warning("ledger write failed (try %d): %s", attempt + 1, exc)
+                time.sleep(delay)
+                delay = min(delay * 4, 2.0)
+            except sqlite3.Error:  # a bad row: write one by one so it alone is dropped
+                self._write_each(conn, requests, attempts)
+                return
+        self._lose(len(requests))
+        log.error("ledger: gave up writing %d request rows", len(requests))
+
+    def _write_each(
+        self,
+        conn: sqlite3.Connection,
+        requests: list[dict[str, Any]],
+        attempts: list[dict[str, Any]],
+    ) -> None:
+        by_request: dict[str, list[dict[str, Any]]] = {}
+        for a in attempts:
+            by_request.setdefault(a["request_id"], []).append(a)
+        for request in requests:
+            try:
+                self._commit(conn, [request], by_request.get(request["request_id"], []))
+            except sqlite3.Error as exc:
+                self._lose(1)
+                log.error("ledger: dropping request row %s: %s", request["request_id"], exc)
+
+    @staticmethod
+    def _commit(
+        conn: sqlite3.Connection, requests: list[dict[str, Any]], attempts: list[dict[str, Any]]
+    ) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(INSERT_REQUEST, requests)
+            conn.executemany(INSERT_ATTEMPT, attempts)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _lose(self, n: int) -> None:
+        with self._lost_lock:
+            self.lost += n
+
+
+def _money(value: Decimal) -> str:
+    return format(value, "f")
+
+
+def _usage_params(usage: Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.input_tokens,
+        "cache_read_tokens": usage.cache_read_tokens,
+        "cache_write_tokens": usage.cache_write_tokens,
+        "cache_write_1h_tokens": usage.cache_write_1h_tokens,
+        "output_tokens": usage.output_tokens,
+        "reasoning_tokens": usage.reasoning_tokens,
+        "service_tier": usage.service_tier,
+        "usage_source": usage.source,
+    }
+
+
+def _request_params(row: RequestRow) -> dict[str, Any]:
+    return {
+        "request_id": row.request_id,
+        "ts": float(row.ts),
+        "key": row.key,
+        "team": row.team,
+        "model": row.model,
+        "provider": row.provider,
+        "provider_model": row.provider_model,
+        "api": row.api,
+        "mode": row.mode,
+        "stream": bool(row.stream),
+        "status": int(row.status),
+        "flag": row.flag,
+        **_usage_params(row.usage),
+        "cost_usd": _money(row.cost_usd),
+        "revenue_usd": _money(row.revenue_usd),
+        "ttft_ms": row.ttft_ms,
+        "latency_ms": float(row.latency_ms),
+        "attempts": len(row.attempts),
+    }
+
+
+def _attempt_params(row: AttemptRow) -> dict[str, Any]:
+    return {
+        "request_id": row.request_id,
+        "seq": int(row.seq),
+        "ts": float(row.ts),
+        "provider": row.provider,
+        "provider_model": row.provider_model,
+        "status": int(row.status),
+        "flag": row.flag,
+        **_usage_params(row.usage),
+        "cost_usd": _money(row.cost_usd),
+        "latency_ms": float(row.latency_ms),
+        "ttft_ms": row.ttft_ms,
+        "error": row.error,
+    }
+
+
+# ---- reading ----------------------------------------------------------------------------
+
+
+def _epoch(moment: datetime) -> float:
+    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).timestamp()
+
+
+def _decode(columns: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
+    out = dict(zip(columns, values, strict=True))
+    for money in ("cost_usd", "revenue_usd"):
+        if money in out:
+            out[money] = Decimal(out[money])
+    if "stream" in out:
+        out["stream"] = bool(out["stream"])
+    return out
+
+
+def _select(
+    url: str, table: str, columns: tuple[str, ...], where: str, params: tuple[Any, ...]
+) -> Iterator[dict[str, Any]]:
+    conn = db.connect_reader(db.parse_url(url))
+    try:
+        if not db.has_table(conn, table):
+            return
+        sql = f"SELECT {', '.join(columns)} FROM {table}{where}"
+        for values in conn.execute(sql, params):
+            yield _decode(columns, values)
+    finally:
+        conn.close()
+
+
+def read_requests(url: str, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """Request rows with `ts >= since`, oldest first, as dicts keyed by column name.
+
+    Money comes back as Decimal, `stream` as bool, `attempts` as the attempt count. A naive
+    `since` is taken as UTC. Raises FileNotFoundError for a missing database file.
+    """
+    where = " WHERE ts >= ?" if since is not None else ""
+    params: tuple[Any, ...] = (_epoch(since),) if since is not None else ()
+    return _select(url, "requests", REQUEST_COLUMNS, where + " ORDER BY ts, request_id", params)
+
+
+def read_attempts(url: str, request_id: str | None = None) -> Iterator[dict[str, Any]]:
+    """Attempt rows (all, or those of one request), ordered by request then `seq`."""
+    where = " WHERE request_id = ?" if request_id is not None else ""
+    params: tuple[Any, ...] = (request_id,) if request_id is not None else ()
+    return _select(url, "attempts", ATTEMPT_COLUMNS, where + " ORDER BY request_id, seq", params)

@@ -1,0 +1,188 @@
+"""The `tokenway` command.
+
+tokenway serve [--config FILE] [--host H] [--port P] [--workers N]
+tokenway sim [--config FILE]
+tokenway usage export [--config FILE] --format jsonl|csv [--since T]
+tokenway config check FILE | tokenway config demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from typing import Any
+
+from tokenway.config.load import Config, ConfigError, load_config
+
+
+def _load(path: str | None) -> Config:
+    if path:
+        return load_config(path)
+    from tokenway.config.demo import demo_config
+
+    return demo_config()
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:  # pragma: no cover - Windows
+        pass
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from tokenway.gateway.app import Gateway
+    from tokenway.runtime import Runtime
+    from tokenway.telemetry.log import setup_logging
+
+    config = _load(args.config)
+    host = args.host or config.host
+    port = args.port if args.port is not None else config.port
+    if args.workers > 1 and not config.raw.storage.state.startswith("redis://"):
+        print(
+            "tokenway: --workers > 1 needs shared state (storage.state: redis://...); "
+            f"this config has storage.state: {config.raw.storage.state}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.workers > 1:
+        print("tokenway: several workers are not supported yet", file=sys.stderr)
+        return 2
+    setup_logging(config.raw.server.log_level)
+    rt = Runtime(config)
+    app = Gateway(rt)
+    server_config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+    )
+    server = uvicorn.Server(server_config)
+
+    async def run() -> None:
+        task = asyncio.ensure_future(server.serve())
+        while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
+            await asyncio.sleep(0.02)
+        if server.started:
+            _banner(config, host, port, demo=args.config is None)
+        await task
+
+    _install_uvloop()
+    asyncio.run(run())
+    return 0
+
+
+def _banner(config: Config, host: str, port: int, *, demo: bool) -> None:
+    url = f"http://{host}:{port}"
+    lines = [f"tokenway listening on {url}"]
+    if demo:
+        from tokenway.config.demo import DEMO_KEY
+
+        lines += [
+            "demo mode: simulated providers on loopback, ledger in ./tokenway-data/ledger.db",
+            f"demo key: {DEMO_KEY}",
+            f"models: {', '.join(config.models)}",
+            "try:",
+            f"  curl {url}/v1/chat/completions -H 'authorization: Bearer {DEMO_KEY}' "
+            "-H 'content-type: application/json' "
+            '-d \'{"model":"demo-chat","messages":[{"role":"user","content":"hi"}]}\'',
+            f"  OPENAI_BASE_URL={url}/v1 OPENAI_API_KEY={DEMO_KEY} python your_app.py",
+        ]
+    print("\n".join(lines), flush=True)
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from tokenway.config.demo import demo_config
+    from tokenway.sim import serve_forever
+
+    config = load_config(args.config) if args.config else demo_config()
+    if not config.raw.sim:
+        print("tokenway sim: the config has no 'sim' section", file=sys.stderr)
+        return 2
+    _install_uvloop()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(config.raw.sim))
+    return 0
+
+
+def cmd_usage_export(args: argparse.Namespace) -> int:
+    from tokenway.accounting.export import export, parse_since
+
+    config = _load(args.config)
+    since = parse_since(args.since) if args.since else None
+    export(config.raw.storage.ledger, args.format, since, sys.stdout)
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    print(
+        f"{args.file}: ok ({len(config.providers)} providers, {len(config.models)} models, "
+        f"{len(config.keys)} keys)"
+    )
+    return 0
+
+
+def cmd_config_demo(args: argparse.Namespace) -> int:
+    import yaml
+
+    from tokenway.config.demo import demo_document
+
+    sys.stdout.write(yaml.safe_dump(demo_document(), sort_keys=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tokenway", description="An LLM gateway.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="serve the gateway (the embedded demo without --config)")
+    s.add_argument("--config", help="YAML config file")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int, default=1)
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("sim", help="run the simulated providers of a config (or the demo's)")
+    s.add_argument("--config")
+    s.set_defaults(fn=cmd_sim)
+
+    u = sub.add_parser("usage", help="usage ledger").add_subparsers(dest="verb", required=True)
+    s = u.add_parser("export", help="print one row per request")
+    s.add_argument("--config")
+    s.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    s.add_argument("--since", help="RFC 3339 time, date, or relative like 24h / 7d")
+    s.set_defaults(fn=cmd_usage_export)
+
+    c = sub.add_parser("config", help="config tools").add_subparsers(dest="verb", required=True)
+    s = c.add_parser("check", help="validate a config file")
+    s.add_argument("file")
+    s.set_defaults(fn=cmd_config_check)
+    s = c.add_parser("demo", help="print the embedded demo config")
+    s.set_defaults(fn=cmd_config_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args: Any = build_parser().parse_args(argv)
+    try:
+        code: int = args.fn(args)
+    except ConfigError as exc:
+        print(f"tokenway: config error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""The HTTP surface: a pure ASGI app routing to the handlers.
+
+    POST /v1/chat/completions        OpenAI chat completions (stream and not)
+    POST /v1/messages                Anthropic Messages (stream and not)
+    POST /v1/messages/count_tokens   Anthropic token counting (offline tokenizer)
+    POST /v1/embeddings              OpenAI embeddings
+    GET  /v1/models                  Anthropic shape with `anthropic-version`, else OpenAI's
+    GET  /healthz /readyz /metrics   liveness, readiness, Prometheus text
+
+Errors reach the client in its API's own shape: Anthropic's for `/v1/messages*`, OpenAI's
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import msgspec
+
+from tokenway.domain.types import ChatRequest, Message, Principal, TextBlock
+from tokenway.errors import (
+    AllTargetsFailed,
+    BadRequest,
+    ClientError,
+    NotFound,
+    PermissionDenied,
+    TokenwayError,
+)
+from tokenway.execution.failover import Target
+from tokenway.gateway import chat, embeddings
+from tokenway.gateway.apis import ANTHROPIC_MESSAGES, OPENAI_CHAT, ClientApi
+from tokenway.gateway.asgi import (
+    ClientGone,
+    Headers,
+    Receive,
+    Scope,
+    Send,
+    header,
+    read_body,
+    respond,
+)
+from tokenway.gateway.context import RequestContext
+from tokenway.runtime import Runtime
+from tokenway.telemetry.log import log
+
+_decode = msgspec.json.decode
+_encode = msgspec.json.encode
+
+
+def passthrough_request(api: ClientApi, raw: dict[str, Any]) -> ChatRequest | None:
+    """A minimal canonical view of a request only an upstream of its own protocol can take:
+    enough to route, limit and estimate, or None if even its outline is malformed."""
+    messages = raw.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return None
+    texts: list[str] = []
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            return None
+        content = m.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    texts.append(part["text"])
+    max_tokens = raw.get("max_tokens", raw.get("max_completion_tokens"))
+    if api.protocol == "anthropic" and not isinstance(max_tokens, int):
+        return None
+    if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+        return None
+    extras = {"stream_options": raw["stream_options"]} if "stream_options" in raw else {}
+    return ChatRequest(
+        model=str(raw["model"]),
+        messages=[Message(role="user", content=[TextBlock(text="\n".join(texts))])],
+        max_tokens=max_tokens,
+        stream=raw.get("stream") is True,
+        extras=extras,
+    )
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a `BadRequest` that says what is wrong with it."""
+    if not body:
+        raise BadRequest("Request body is empty; expected a JSON object.")
+    try:
+        doc = _decode(body)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("Request body JSON is nested too deeply.") from None
+    if not isinstance(doc, dict):
+        raise BadRequest("Request body must be a JSON object.")
+    return doc
+
+
+class Gateway:
+    """The tokenway ASGI application."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.max_body = rt.config.raw.server.max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    if not self.rt.ready:
+                        await self.rt.start()
+                except Exception as exc:  # report start-up failure to the server, then stop
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.rt.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        anthropic_shape = path.startswith("/v1/messages")
+        api = ANTHROPIC_MESSAGES if anthropic_shape else OPENAI_CHAT
+        try:
+            if method == "POST":
+                if path == "/v1/chat/completions":
+                    return await self._chat(OPENAI_CHAT, scope, receive, send)
+                if path == "/v1/messages":
+                    return await self._chat(ANTHROPIC_MESSAGES, scope, receive, send)
+                if path == "/v1/messages/count_tokens":
+                    return await self._count_tokens(scope, receive, send)
+                if path == "/v1/embeddings":
+                    return await self._embeddings(scope, receive, send)
+            elif method == "GET":
+                if path == "/healthz":
+                    return await respond(send, 200, b'{"status":"ok"}')
+                if path == "/readyz":
+                    ok = self.rt.ready and not self.rt.draining
+                    body = b'{"status":"ready"}' if ok else b'{"status":"not ready"}'
+                    return await respond(send, 200 if ok else 503, body)
+                if path == "/metrics":
+                    return await respond(
+                        send,
+                        200,
+                        self.rt.metrics.render(),
+                        [(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")],
+                    )
+                if path in ("/v1/models", "/models"):
+                    return await self._models(scope, send)
+                if path.startswith("/v1/models/"):
+                    return await self._model(scope, send, path[len("/v1/models/") :])
+            raise NotFound(f"Unknown endpoint: {method} {path}")
+        except ClientGone:
+            return
+        except TokenwayError as err:
+            if isinstance(err, ClientError):
+                self.rt.metrics.rejected.labels(api.label, str(err.status)).inc()
+            await self._error(send, api, err)
+
+    async def _error(
+        self, send: Send, api: ClientApi, err: TokenwayError, extra: Headers | None = None
+    ) -> None:
+        headers: Headers = [(b"content-type", b"application/json"), *(extra or [])]
+        retry = getattr(err, "retry_after_s", None)
+        if retry is not None:
+            headers.append((b"retry-after", str(max(1, round(retry))).encode()))
+        await respond(send, err.status, api.error_body(err), headers)
+
+    def _authenticate(self, scope: Scope) -> Principal:
+        from tokenway.auth.keys import secret_from_headers
+
+        secret = secret_from_headers(header(scope, b"authorization"), header(scope, b"x-api-key"))
+        return self.rt.keys.authenticate(secret)
+
+    def _targets(self, principal: Principal, model: Any, kind: str) -> list[Target]:
+        if not isinstance(model, str) or not model:
+            raise BadRequest("'model' is required and must be a non-empty string.", param="model")
+        cfg = self.rt.config.models.get(model)
+        if cfg is None or cfg.kind != kind:
+            raise NotFound(
+                f"The model '{model}' does not exist or you do not have access to it.",
+                code="model_not_found",
+            )
+        if principal.models is not None and model not in principal.models:
+            raise PermissionDenied(f"This key may not use the model '{model}'.", param="model")
+        return [Target(self.rt.upstreams[t.provider], t.model) for t in cfg.targets]
+
+    async def _chat(self, api: ClientApi, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = self._authenticate(scope)
+        body = await read_body(scope, receive, self.max_body)
+        raw = parse_json(body)
+        targets = self._targets(principal, raw.get("model"), "chat")
+        try:
+            req = api.parse_request(raw)
+        except BadRequest as exc:
+            # What the canonical types cannot hold (documents, server tools, audio parts) can
+            # still pass through to upstreams of the client's own protocol.
+            same = [t for t in targets if t.upstream.kind == api.protocol]
+            opaque = passthrough_request(api, raw)
+            if not same or opaque is None:
+                raise
+            log.info("passthrough only", extra={"fields": {"reason": exc.message}})
+            req, targets = opaque, same
+        est = self.rt.estimate_prompt(req)
+        room, reserved_at = self.rt.limiter.admit(principal, est + (req.max_tokens or 0))
+        rid = new_request_id()
+        ctx = RequestContext(self.rt, rid, api.label, principal, req.model)
+        fwd: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            if k.startswith(api.forward_prefixes):
+                fwd[k.decode("latin-1")] = v.decode("latin-1")
+        extra = room.headers()
+        try:
+            if req.stream:
+                await chat.stream(ctx, api, req, raw, fwd, targets, send, receive, extra)
+            else:
+                await chat.complete(ctx, api, req, raw, fwd, targets, send, extra)
+        except AllTargetsFailed as err:
+            ctx.finish(err.status, err.flag)
+            await self._error(send, api, err, [(b"x-tokenway-request-id", rid.encode()), *extra])
+        finally:
+            actual = ctx.usage.total_tokens if ctx.usage is not None else 0
+            self.rt.limiter.settle(principal, reserved_at, est + (req.max_tokens or 0), actual)
+
+    async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = self._authenticate(scope)
+        body = await read_body(scope, receive, self.max_body)
+        raw = parse_json(body)
+        self._targets(principal, raw.get("model"), "chat")
+        if "max_tokens" not in raw:
+            raw = {**raw, "max_tokens": 1}
+        req = ANTHROPIC_MESSAGES.parse_request(raw)
+        await respond(send, 200, _encode({"input_tokens": self.rt.estimate_prompt(req)}))
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
+        principal = self._authenticate(scope)
+        body = await read_body(scope, receive, self.max_body)
+        raw = parse_json(body)
+        targets = self._targets(principal, raw.get("model"), "embedding")
+        ctx = RequestContext(
+            self.rt, new_request_id(), "openai.embeddings", principal, raw["model"]
+        )
+        try:
+            await embeddings.handle(ctx, raw, targets, send)
+        except AllTargetsFailed as err:
+            ctx.finish(err.status, err.flag)
+            await self._error(send, OPENAI_CHAT, err)
+
+    def _visible_models(self, principal: Principal) -> list[str]:
+        names = list(self.rt.config.models)
+        if principal.models is not None:
+            names = [n for n in names if n in principal.models]
+        return names
+
+    async def _models(self, scope: Scope, send: Send) -> None:
+        principal = self._authenticate(scope)
+        names = self._visible_models(principal)
+        created = int(self.rt.started_at)
+        if header(scope, b"anthropic-version") is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+            data = [
+                {"type": "model", "id": n, "display_name": n, "created_at": stamp} for n in names
+            ]
+            doc: dict[str, Any] = {
+                "data": data,
+                "has_more": False,
+                "first_id": names[0] if names else None,
+                "last_id": names[-1] if names else None,
+            }
+        else:
+            doc = {
+                "object": "list",
+                "data": [
+                    {"id": n, "object": "model", "created": created, "owned_by": "tokenway"}
+                    for n in names
+                ],
+            }
+        await respond(send, 200, _encode(doc))
+
+    async def _model(self, scope: Scope, send: Send, name: str) -> None:
+        principal = self._authenticate(scope)
+        if name not in self._visible_models(principal):
+            raise NotFound(f"The model '{name}' does not exist or you do not have access to it.")
+        created = int(self.rt.started_at)
+        if header(scope, b"anthropic-version") is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+            doc: dict[str, Any] = {
+                "type": "model",
+                "id": name,
+                "display_name": name,
+                "created_at": stamp,
+            }
+        else:
+            doc = {"id": name, "object": "model", "created": created, "owned_by": "tokenway"}
+        await respond(send, 200, _encode(doc))

@@ -1,0 +1,180 @@
+"""Per-request bookkeeping: attempts as they happen, and the ledger row and metrics at the end.
+
+Cost is the sum over attempts (what providers bill); revenue is charged only for what the
+client received (until price plans arrive, revenue equals the cost of the served attempt).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from tokenway.accounting.ledger import AttemptRow, RequestRow
+from tokenway.domain.types import Principal, Usage
+from tokenway.errors import UpstreamError
+from tokenway.runtime import Runtime
+from tokenway.telemetry.log import log, redact
+
+ZERO = Decimal(0)
+
+
+class RequestContext:
+    """What one client request did, collected as it goes."""
+
+    __slots__ = (
+        "api",
+        "attempts",
+        "cost",
+        "model",
+        "principal",
+        "provider",
+        "provider_model",
+        "request_id",
+        "rt",
+        "served_cost",
+        "started",
+        "stream",
+        "t0",
+        "ttft_s",
+        "usage",
+    )
+
+    def __init__(
+        self, rt: Runtime, request_id: str, api: str, principal: Principal, model: str
+    ) -> None:
+        self.rt = rt
+        self.request_id = request_id
+        self.api = api
+        self.principal = principal
+        self.model = model
+        self.started = time.time()
+        self.t0 = time.perf_counter()
+        self.attempts: list[AttemptRow] = []
+        self.cost = ZERO
+        self.served_cost = ZERO
+        self.provider: str | None = None
+        self.provider_model: str | None = None
+        self.usage: Usage | None = None
+        self.ttft_s: float | None = None
+        self.stream = False
+
+    def attempt_ok(
+        self, provider: str, model: str, usage: Usage, started: float, ttft_s: float | None
+    ) -> Decimal:
+        """Record a served attempt; returns its cost."""
+        cost = self.rt.prices.cost(provider, model, usage, datetime.now(UTC))
+        self._add(provider, model, 200, "OK", usage, cost, started, ttft_s, None)
+        self.provider, self.provider_model, self.usage = provider, model, usage
+        self.served_cost = cost
+        return cost
+
+    def attempt_failed(
+        self, provider: str, model: str, err: UpstreamError, started: float, usage: Usage | None
+    ) -> None:
+        """Record a failed attempt (billed if the provider reported usage)."""
+        u = usage or Usage()
+        cost = (
+            self.rt.prices.cost(provider, model, u, datetime.now(UTC))
+            if usage is not None
+            else ZERO
+        )
+        status = getattr(err, "upstream_status", 0)
+        self._add(provider, model, status, err.flag, u, cost, started, None, redact(err.message))
+        self.rt.metrics.attempts.labels(provider, err.flag).inc()
+        log.warning(
+            "upstream attempt failed",
+            extra={
+                "fields": {
+                    "request_id": self.request_id,
+                    "provider": provider,
+                    "flag": err.flag,
+                    "upstream_status": status,
+                }
+            },
+        )
+
+    def _add(
+        self,
+        provider: str,
+        model: str,
+        status: int,
+        flag: str,
+        usage: Usage,
+        cost: Decimal,
+        started: float,
+        ttft_s: float | None,
+        error: str | None,
+    ) -> None:
+        self.cost += cost
+        self.attempts.append(
+            AttemptRow(
+                request_id=self.request_id,
+                seq=len(self.attempts),
+                ts=self.started + (started - self.t0),
+                provider=provider,
+                provider_model=model,
+                status=status,
+                flag=flag,
+                usage=usage,
+                cost_usd=cost,
+                latency_ms=(time.perf_counter() - started) * 1000.0,
+                ttft_ms=None if ttft_s is None else ttft_s * 1000.0,
+                error=error,
+            )
+        )
+
+    def finish(self, status: int, flag: str) -> None:
+        """Write the request row (off the hot path) and metrics."""
+        latency = time.perf_counter() - self.t0
+        usage = self.usage or Usage()
+        revenue = self.served_cost if status < 400 or flag in ("UC", "DC") else ZERO
+        provider = self.provider or (self.attempts[-1].provider if self.attempts else None)
+        row = RequestRow(
+            request_id=self.request_id,
+            ts=self.started,
+            key=self.principal.name,
+            team=self.principal.team,
+            model=self.model,
+            provider=provider,
+            provider_model=self.provider_model
+            or (self.attempts[-1].provider_model if self.attempts else None),
+            api=self.api,
+            mode="realtime",
+            stream=self.stream,
+            status=status,
+            flag=flag,
+            usage=usage,
+            cost_usd=self.cost,
+            revenue_usd=revenue,
+            ttft_ms=None if self.ttft_s is None else self.ttft_s * 1000.0,
+            latency_ms=latency * 1000.0,
+            attempts=self.attempts,
+        )
+        self.rt.ledger.record(row)
+        self.rt.metrics.observe(
+            api=self.api,
+            model=self.model,
+            provider=provider or "",
+            status=status,
+            usage=self.usage,
+            cost=self.cost,
+            latency_s=latency,
+            ttft_s=self.ttft_s,
+        )
+        log.info(
+            "request",
+            extra={
+                "fields": {
+                    "request_id": self.request_id,
+                    "key": self.principal.name,
+                    "api": self.api,
+                    "model": self.model,
+                    "provider": provider,
+                    "status": status,
+                    "flag": flag,
+                    "attempts": len(self.attempts),
+                    "latency_ms": round(latency * 1000.0, 3),
+                }
+            },
+        )

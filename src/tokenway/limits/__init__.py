@@ -1,0 +1,1 @@
+"""Admission: per-key request and token limits."""

@@ -1,0 +1,61 @@
+"""An upstream provider as the gateway sees it: adapter, credentials and the HTTP send."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from tokenway.config.schema import ProviderConfig
+from tokenway.errors import UpstreamStatus
+from tokenway.providers.adapters import Adapter, Prepared, make_adapter
+from tokenway.providers.credentials import KeyPool
+from tokenway.providers.transport import map_exception, raise_for_status
+
+
+class Upstream:
+    """One configured provider. `send` returns an open response with a 2xx status or raises an
+    `UpstreamError`; the caller reads (and releases) the response."""
+
+    def __init__(self, cfg: ProviderConfig, base_url: str, session: aiohttp.ClientSession) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.kind = cfg.kind
+        self.region = cfg.region
+        resolved = cfg if base_url == cfg.base_url else _with_base(cfg, base_url)
+        self.adapter: Adapter = make_adapter(resolved)
+        keys = (
+            cfg.api_key if isinstance(cfg.api_key, list) else ([cfg.api_key] if cfg.api_key else [])
+        )
+        self.keys = KeyPool(keys)
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s
+        )
+
+    async def send(self, prep: Prepared) -> aiohttp.ClientResponse:
+        """POST a prepared request with the next usable key."""
+        index, key = self.keys.pick()
+        headers = prep.headers
+        if key is not None:
+            headers = {**headers, **self.adapter.auth_headers(key)}
+        try:
+            resp = await self._session.post(
+                prep.url, data=prep.body, headers=headers, timeout=self._timeout
+            )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise map_exception(exc) from None
+        if resp.status >= 400:
+            try:
+                await raise_for_status(resp)
+            except UpstreamStatus as err:
+                if err.upstream_status in (401, 403, 429) and len(self.keys) > 1:
+                    self.keys.rest(index, err.retry_after_s)
+                raise
+            finally:
+                resp.release()
+        return resp
+
+
+def _with_base(cfg: ProviderConfig, base_url: str) -> ProviderConfig:
+    import msgspec
+
+    return msgspec.structs.replace(cfg, base_url=base_url)

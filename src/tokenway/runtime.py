@@ -1,0 +1,73 @@
+"""Everything one gateway process needs, built from a validated config, with a lifecycle.
+
+`Runtime.start()` brings up the simulated providers named in the config, the shared HTTP
+session, the ledger writer; `Runtime.close()` flushes the ledger and closes them, in reverse.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+
+from tokenway.accounting.ledger import Ledger, open_ledger
+from tokenway.accounting.prices import PriceBook
+from tokenway.auth.keys import KeyStore
+from tokenway.config.load import Config
+from tokenway.domain.types import ChatRequest
+from tokenway.limits.memory import MemoryLimiter
+from tokenway.providers.upstream import Upstream
+from tokenway.telemetry.metrics import Metrics
+from tokenway.tokens import count_request
+
+
+class Runtime:
+    """The gateway's collaborators. Built once per process; `start` before serving."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.keys = KeyStore(config.keys, config.raw.admin_key)
+        self.limiter = MemoryLimiter()
+        self.prices = PriceBook(config.raw.prices)
+        self.metrics = Metrics()
+        self.ledger: Ledger = open_ledger(config.raw.storage.ledger)
+        self.upstreams: dict[str, Upstream] = {}
+        self.sims: dict[str, Any] = {}
+        self.session: aiohttp.ClientSession | None = None
+        self.ready = False
+        self.draining = False
+        # pause between fallbacks; routing under SLA replaces this with backoff and budgets
+        self.retry_pause = 0.0
+        self.started_at = time.time()
+
+    def estimate_prompt(self, req: ChatRequest) -> int:
+        """Prompt tokens of a request by the offline tokenizer."""
+        return count_request(req)
+
+    async def start(self) -> None:
+        if self.config.raw.sim:
+            from tokenway.sim import start_sims
+
+            self.sims = await start_sims(self.config.raw.sim)
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
+        )
+        self.session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
+        )
+        for name, p in self.config.providers.items():
+            base = p.base_url
+            if base.startswith("sim://"):
+                base = self.sims[base[6:]].base_url
+            self.upstreams[name] = Upstream(p, base, self.session)
+        await self.ledger.start()
+        self.ready = True
+
+    async def close(self) -> None:
+        self.ready = False
+        await self.ledger.close()
+        if self.session is not None:
+            await self.session.close()
+        for sim in self.sims.values():
+            await sim.close()

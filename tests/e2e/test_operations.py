@@ -1,0 +1,190 @@
+"""Failover, the ledger and its export, models, embeddings, token counting, health, metrics."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import struct
+
+import httpx2 as httpx
+import openai
+
+from tokenway.accounting.export import export
+
+from .conftest import KEY, clients_for
+from .stack import Stack
+
+
+def oai(stack: Stack, key: str = KEY) -> openai.OpenAI:
+    return clients_for(stack).openai(key)
+
+
+def rows(stack: Stack) -> dict[str, dict[str, object]]:
+    stack.flush()
+    out = io.StringIO()
+    export(stack.config.raw.storage.ledger, "jsonl", None, out)
+    return {r["request_id"]: r for r in map(json.loads, out.getvalue().splitlines())}
+
+
+def test_failover_to_next_target_and_ledger(stack: Stack) -> None:
+    r = oai(stack).chat.completions.with_raw_response.create(
+        model="m-failover", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert r.parse().choices[0].message.content
+    assert r.headers["x-tokenway-provider"] == "anthropic"
+    assert r.headers["x-tokenway-attempts"] == "2"
+    row = rows(stack)[r.headers["x-tokenway-request-id"]]
+    assert row["attempts"] == 2 and row["status"] == 200
+    assert row["provider"] == "anthropic" and row["provider_model"] == "claude-sonnet-4-5"
+    assert row["mode"] == "realtime" and row["key"] == "app"
+
+
+def test_streamed_failover(stack: Stack) -> None:
+    with (
+        clients_for(stack)
+        .anthropic()
+        .messages.stream(
+            model="m-failover", max_tokens=30, messages=[{"role": "user", "content": "hi"}]
+        ) as s
+    ):
+        assert "".join(s.text_stream)
+
+
+def test_ledger_row_fields_and_cost(stack: Stack) -> None:
+    r = oai(stack).chat.completions.with_raw_response.create(
+        model="m-openai", messages=[{"role": "user", "content": "count me"}]
+    )
+    c = r.parse()
+    row = rows(stack)[r.headers["x-tokenway-request-id"]]
+    assert c.usage is not None
+    assert row["input_tokens"] == c.usage.prompt_tokens
+    assert row["output_tokens"] == c.usage.completion_tokens
+    expected = (c.usage.prompt_tokens * 0.15 + c.usage.completion_tokens * 0.60) / 1e6
+    assert abs(float(str(row["cost_usd"])) - expected) < 1e-12
+    assert len(str(row["cost_usd"]).split(".")[1]) >= 9
+    assert row["ts"].endswith("Z")  # type: ignore[union-attr]
+    assert (
+        r.headers["x-tokenway-cost-usd"]
+        == str(row["cost_usd"])[: len(r.headers["x-tokenway-cost-usd"])]
+    )
+
+
+def test_streamed_request_is_costed(stack: Stack) -> None:
+    client = oai(stack)
+    with client.chat.completions.with_streaming_response.create(
+        model="m-anthropic", messages=[{"role": "user", "content": "stream"}], stream=True
+    ) as resp:
+        rid = resp.headers["x-tokenway-request-id"]
+        for _ in resp.iter_lines():
+            pass
+    row = rows(stack)[rid]
+    assert row["stream"] is True and row["output_tokens"] > 0  # type: ignore[operator]
+    assert row["input_tokens"] > 0  # type: ignore[operator]
+
+
+def test_deepseek_cache_hits_counted(stack: Stack) -> None:
+    sim = stack.sims["s-deepseek"]
+    long_prompt = " ".join(f"word{i}" for i in range(1500))
+    client = oai(stack)
+    client.chat.completions.create(
+        model="m-deepseek", messages=[{"role": "user", "content": long_prompt}]
+    )
+    r = client.chat.completions.with_raw_response.create(
+        model="m-deepseek", messages=[{"role": "user", "content": long_prompt}]
+    )
+    usage = r.parse().usage
+    assert usage is not None
+    raw = json.loads(r.http_response.text)["usage"]
+    assert raw["prompt_cache_hit_tokens"] > 0
+    row = rows(stack)[r.headers["x-tokenway-request-id"]]
+    assert row["cache_read_tokens"] == raw["prompt_cache_hit_tokens"]
+    assert sim.request_count >= 2
+
+
+def test_anthropic_cache_write_split_in_ledger(stack: Stack) -> None:
+    client = clients_for(stack).anthropic()
+    text = " ".join(f"token{i}" for i in range(1500))
+    r = client.messages.with_raw_response.create(
+        model="m-anthropic",
+        max_tokens=20,
+        system=[
+            {"type": "text", "text": text, "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+        ],
+        messages=[{"role": "user", "content": "hi"}],
+    )
+    m = r.parse()
+    row = rows(stack)[r.headers["x-tokenway-request-id"]]
+    written = m.usage.cache_creation_input_tokens or 0
+    assert written > 0
+    assert row["cache_write_tokens"] == written
+    assert row["cache_write_1h_tokens"] == written
+    assert row["input_tokens"] == m.usage.input_tokens + written + (
+        m.usage.cache_read_input_tokens or 0
+    )
+
+
+def test_azure_deployment_url(stack: Stack) -> None:
+    oai(stack).chat.completions.create(
+        model="m-azure", messages=[{"role": "user", "content": "hi"}]
+    )
+    got = stack.sims["s-azure"].received[-1]
+    assert got.path == "/openai/deployments/my-gpt-deployment/chat/completions"
+    assert got.query["api-version"] == "2024-10-21"
+    assert "api-key" in got.headers and "authorization" not in got.headers
+
+
+def test_models_list_shapes(stack: Stack) -> None:
+    ids = [m.id for m in oai(stack).models.list()]
+    assert "m-openai" in ids and "e-openai" in ids
+    page = clients_for(stack).anthropic().models.list()
+    assert "m-anthropic" in [m.id for m in page.data]
+    assert page.data[0].type == "model"
+
+
+def test_count_tokens(stack: Stack) -> None:
+    client = clients_for(stack).anthropic()
+    short = client.messages.count_tokens(
+        model="m-anthropic", messages=[{"role": "user", "content": "hi"}]
+    )
+    longer = client.messages.count_tokens(
+        model="m-anthropic", messages=[{"role": "user", "content": "hi " * 200}]
+    )
+    assert 0 < short.input_tokens < longer.input_tokens
+
+
+def test_embeddings_openai_and_gemini(stack: Stack) -> None:
+    client = oai(stack)
+    for model in ("e-openai", "e-gemini"):
+        e = client.embeddings.create(model=model, input=["alpha", "beta"])
+        assert len(e.data) == 2 and len(e.data[0].embedding) > 8
+        assert e.usage.prompt_tokens > 0
+    r = httpx.post(
+        stack.url + "/v1/embeddings",
+        headers={"authorization": f"Bearer {KEY}"},
+        json={"model": "e-gemini", "input": "alpha", "encoding_format": "base64"},
+    )
+    vec = base64.b64decode(r.json()["data"][0]["embedding"])
+    assert len(vec) % 4 == 0 and struct.unpack("<f", vec[:4])[0] == struct.unpack("<f", vec[:4])[0]
+
+
+def test_chat_model_is_not_an_embedding_model(stack: Stack) -> None:
+    try:
+        oai(stack).embeddings.create(model="m-openai", input="x")
+    except openai.NotFoundError:
+        return
+    raise AssertionError("expected 404")
+
+
+def test_health_ready_metrics(stack: Stack) -> None:
+    assert httpx.get(stack.url + "/healthz").status_code == 200
+    assert httpx.get(stack.url + "/readyz").json() == {"status": "ready"}
+    oai(stack).chat.completions.create(
+        model="m-openai", messages=[{"role": "user", "content": "m"}]
+    )
+    text = httpx.get(stack.url + "/metrics").text
+    assert (
+        'tokenway_requests_total{api="openai.chat",model="m-openai",provider="openai",status="200"}'
+        in text
+    )
+    assert "tokenway_tokens_total" in text and "tokenway_request_latency_seconds_bucket" in text
