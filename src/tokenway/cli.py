@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from tokenway.config.load import Config, ConfigError, load_config
@@ -69,6 +71,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
     )
     server = uvicorn.Server(server_config)
+
+    @contextlib.contextmanager
+    def graceful_signals() -> Iterator[None]:
+        # uvicorn re-raises the signal after its shutdown, so the process would die by it;
+        # tokenway drains (streams finish, ledger flushes) and then exits 0.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.handle_exit, sig, None)
+        yield
+
+    server.capture_signals = graceful_signals  # type: ignore[method-assign]
 
     async def run() -> None:
         task = asyncio.ensure_future(server.serve())

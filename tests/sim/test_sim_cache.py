@@ -58,9 +58,10 @@ async def test_deepseek_hit_and_miss(make_sim: MakeSim) -> None:
         )
     usage = (await raw.http_response.aread()) and raw.http_response.json()["usage"]
     assert usage["prompt_cache_hit_tokens"] == 192
-    assert usage["prompt_cache_hit_tokens"] + usage["prompt_cache_miss_tokens"] == usage[
-        "prompt_tokens"
-    ]
+    assert (
+        usage["prompt_cache_hit_tokens"] + usage["prompt_cache_miss_tokens"]
+        == usage["prompt_tokens"]
+    )
     assert usage["prompt_tokens_details"]["cached_tokens"] == 192
 
 

@@ -35,9 +35,9 @@ async def test_start_sims_by_name() -> None:
         assert sims["oa"].base_url == f"http://127.0.0.1:{sims['oa'].port}/v1"
         assert sims["an"].base_url == f"http://127.0.0.1:{sims['an'].port}"
         assert len({s.port for s in sims.values()}) == 3
-        async with aiohttp.ClientSession() as s:
-            async with s.get(sims["an"].base_url + "/v1/models") as r:
-                assert r.status == 400  # no anthropic-version header
+        url = sims["an"].base_url + "/v1/models"
+        async with aiohttp.ClientSession() as s, s.get(url) as r:
+            assert r.status == 400  # no anthropic-version header
     finally:
         for sim in sims.values():
             await sim.close()
@@ -62,11 +62,10 @@ async def test_start_sims_rejects_duplicates_and_cleans_up() -> None:
 async def test_serve_forever_prints_and_stops(capsys: pytest.CaptureFixture[str]) -> None:
     configs = [SimProviderConfig(name="demo", kind="gemini")]
     task = asyncio.create_task(serve_forever(configs))
+    out = ""
     for _ in range(200):
         await asyncio.sleep(0.01)
-        if capsys.readouterr().out if False else None:
-            break
-        out = capsys.readouterr().out
+        out += capsys.readouterr().out
         if out:
             break
     name, kind, url = out.split()

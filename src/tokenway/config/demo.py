@@ -46,8 +46,8 @@ def demo_document(listen: str = "127.0.0.1:4141") -> dict[str, Any]:
             },
             {"name": "gpt-4o-mini", "targets": [{"provider": "openai", "model": "gpt-4o-mini"}]},
             {
-                "name": "claude-sonnet-4-5",
-                "targets": [{"provider": "anthropic", "model": "claude-sonnet-4-5"}],
+                "name": "claude-sonnet-4-6",
+                "targets": [{"provider": "anthropic", "model": "claude-sonnet-4-6"}],
             },
             {
                 "name": "gemini-2.5-flash",

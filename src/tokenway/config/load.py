@@ -155,8 +155,29 @@ def load_config(path: str | Path, *, env: dict[str, str] | None = None) -> Confi
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    # `${VAR}` is not YAML-safe inside flow mappings (`{api_key: ${KEY}}`), so references are
+    # parked behind plain placeholders while YAML parses, then restored for expansion.
+    refs: list[str] = []
+
+    def park(m: re.Match[str]) -> str:
+        refs.append(m.group(0))
+        return f"__tokenway_ref_{len(refs) - 1}__"
+
     try:
-        data = yaml.safe_load(text)
+        data = yaml.safe_load(_VAR.sub(park, text))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-    return parse_config(data, env=env, source=str(p))
+    return parse_config(_unpark(data, refs), env=env, source=str(p))
+
+
+_PARKED = re.compile(r"__tokenway_ref_(\d+)__")
+
+
+def _unpark(node: Any, refs: list[str]) -> Any:
+    if isinstance(node, str):
+        return _PARKED.sub(lambda m: refs[int(m.group(1))], node)
+    if isinstance(node, dict):
+        return {k: _unpark(v, refs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unpark(v, refs) for v in node]
+    return node

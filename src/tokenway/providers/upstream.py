@@ -32,27 +32,36 @@ class Upstream:
         )
 
     async def send(self, prep: Prepared) -> aiohttp.ClientResponse:
-        """POST a prepared request with the next usable key."""
-        index, key = self.keys.pick()
-        headers = prep.headers
-        if key is not None:
-            headers = {**headers, **self.adapter.auth_headers(key)}
-        try:
-            resp = await self._session.post(
-                prep.url, data=prep.body, headers=headers, timeout=self._timeout
-            )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise map_exception(exc) from None
-        if resp.status >= 400:
+        """POST a prepared request with the next usable key.
+
+        A key the provider refuses (401, 403) or throttles (429) is rested and the request goes
+        out again with the next key, while untried keys remain.
+        """
+        tries = max(1, len(self.keys))
+        for n in range(tries):
+            index, key = self.keys.pick()
+            headers = prep.headers
+            if key is not None:
+                headers = {**headers, **self.adapter.auth_headers(key)}
+            try:
+                resp = await self._session.post(
+                    prep.url, data=prep.body, headers=headers, timeout=self._timeout
+                )
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise map_exception(exc) from None
+            if resp.status < 400:
+                return resp
             try:
                 await raise_for_status(resp)
             except UpstreamStatus as err:
                 if err.upstream_status in (401, 403, 429) and len(self.keys) > 1:
                     self.keys.rest(index, err.retry_after_s)
+                    if n + 1 < tries:
+                        continue
                 raise
             finally:
                 resp.release()
-        return resp
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _with_base(cfg: ProviderConfig, base_url: str) -> ProviderConfig:

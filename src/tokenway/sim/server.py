@@ -122,7 +122,11 @@ class Wire(ABC):
 
 
 class SimServer:
-    """One simulated provider on a real socket."""
+    """One simulated provider on a real socket.
+
+    `received` keeps every request seen (the oldest half is dropped past `max_received`);
+    `scenario` may be swapped between requests, and a new scenario restarts its fault RNG.
+    """
 
     def __init__(
         self,
@@ -131,6 +135,7 @@ class SimServer:
         host: str = "127.0.0.1",
         port: int = 0,
         name: str = "sim",
+        max_received: int = 10_000,
     ) -> None:
         self.kind: Kind = kind
         self.scenario = scenario
@@ -139,6 +144,7 @@ class SimServer:
         self.name = name
         self.base_url = ""
         self.received: list[ReceivedRequest] = []
+        self.max_received = max_received
         self.request_count = 0
         self.cache = PrefixCache()
         self.limiter = SlidingWindow()
@@ -199,6 +205,9 @@ class SimServer:
                 body=body,
             )
         )
+        if len(self.received) > self.max_received:
+            # A long-running demo must not grow without bound; tests see far fewer requests.
+            del self.received[: len(self.received) // 2]
         self.request_count += 1
         request[_BODY] = body
         try:
@@ -366,9 +375,11 @@ class SimStream:
         """Wait until `tokens` more output tokens are due (the first wait is the TTFT)."""
         scenario = self._server.scenario
         if not self._started:
+            # The first token is due at the TTFT; the rest of a first group follows at the rate.
             self._started = True
             self._debt += self._server.jittered(scenario.ttft_ms / 1000)
-        elif scenario.tokens_per_s > 0:
+            tokens -= 1
+        if tokens > 0 and scenario.tokens_per_s > 0:
             self._debt += self._server.jittered(tokens / scenario.tokens_per_s)
         # Small waits are pooled so fast scenarios send tokens in small groups.
         if self._debt >= 0.002:
