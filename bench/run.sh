@@ -92,6 +92,7 @@ measure() {
   mapfile -d '' stream_args < <(args_for "$gw" 18081 --header)
   mapfile -d '' ovh_args < <(args_for "$gw" 18080 --gateway-header)
   echo "== $gw: peak (warm-up run, then the measured run)"
+  rss_kb "$gw" >"$RAW/rss-idle-$gw.txt" # before its first request
   bash "$PEERS" peak "$url" "${peak_args[@]}" >"$RAW/peak-warmup-$gw.txt" 2>&1
   bash "$PEERS" peak "$url" "${peak_args[@]}" >"$RAW/peak-$gw.txt" 2>&1
   grep -E 'Requests/sec|Non-2xx|Socket errors' "$RAW/peak-$gw.txt" || true
@@ -120,15 +121,28 @@ ttft() { # streamed TTFT through the gateway vs direct to the paced sim
     | tee "$RAW/ttft-$gw.json"
 }
 
+cpu_ticks() { # per-thread CPU time (utime + stime, clock ticks) of a process: "tid ticks" lines
+  local t
+  for t in /proc/"$1"/task/*; do echo "$(basename "$t") $(awk '{print $14 + $15}' "$t/stat")"; done
+}
+
 profile() { # py-spy on tokenway under the peak load (a separate run: sampling slows it down)
   [ "${PROFILE:-1}" = 1 ] || return 0
-  echo "== tokenway: py-spy under peak load"
+  echo "== tokenway: py-spy (--gil: the thread holding the GIL) under peak load"
   local -a peak_args
+  local pid; pid=$(pid_of tokenway)
   mapfile -d '' peak_args < <(args_for tokenway 18080 --header)
-  taskset -c 0 "$BENCH_DIR/pyspy-venv/bin/py-spy" record -p "$(pid_of tokenway)" -d 7 -r 200 \
+  taskset -c 0 "$BENCH_DIR/pyspy-venv/bin/py-spy" record -p "$pid" --gil -d 7 -r 200 \
     -f raw -o "$RAW/pyspy-tokenway.txt" >"$RAW/pyspy-tokenway.log" 2>&1 &
   local spy=$!
+  cpu_ticks "$pid" | sort >"$TW_DIR/ticks-before"
   bash "$PEERS" peak "$(url_for tokenway)" "${peak_args[@]}" >"$RAW/peak-pyspy-tokenway.txt" 2>&1
+  cpu_ticks "$pid" | sort >"$TW_DIR/ticks-after"
+  # which thread burnt the CPU during that run (tid == pid is the event loop's thread)
+  join "$TW_DIR/ticks-before" "$TW_DIR/ticks-after" \
+    | awk -v pid="$pid" -v hz="$(getconf CLK_TCK)" '$3 > $2 {
+        printf "%s %s %.2f\n", $1, ($1 == pid ? "main" : "other"), ($3 - $2) / hz }' \
+    >"$RAW/threads-tokenway.txt"
   wait "$spy" || echo "py-spy failed: see $RAW/pyspy-tokenway.log"
 }
 

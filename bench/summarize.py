@@ -45,7 +45,21 @@ def parse_wrk(text: str) -> dict[str, Any]:
         out["socket_errors"] = sum(int(x) for x in m.groups())
     if m := re.search(r"(\d+) requests in", text):
         out["requests"] = int(m.group(1))
+    # wrk counts error answers as requests: the figure that matters is successful answers per second
+    if out["rps"] is not None and out.get("requests"):
+        ok = max(0, out["requests"] - out["non_2xx"]) / out["requests"]
+        out["ok_rps"] = round(out["rps"] * ok, 1)
     return out
+
+
+def parse_threads(text: str) -> list[dict[str, Any]]:
+    """`tid role cpu_seconds` lines (bench/run.sh) as dicts, busiest thread first."""
+    rows = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 3:
+            rows.append({"tid": int(parts[0]), "thread": parts[1], "cpu_s": float(parts[2])})
+    return sorted(rows, key=lambda r: -float(r["cpu_s"]))
 
 
 def sweep_headline(lines: list[dict[str, Any]]) -> float | None:
@@ -96,6 +110,10 @@ def _json(path: Path) -> Any:
     return json.loads(text.strip().splitlines()[-1])
 
 
+def _mb(kb_text: str | None) -> float | None:
+    return round(int(kb_text.strip()) / 1024, 1) if kb_text and kb_text.strip() else None
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a is not None and b else None
 
@@ -112,6 +130,7 @@ def collect(raw: Path) -> dict[str, Any]:
             continue
         stream_text = _read(raw / f"peak-stream-{gw}.txt")
         rss = _read(raw / f"rss-{gw}.txt")
+        rss_idle = _read(raw / f"rss-idle-{gw}.txt")
         sweep_text = _read(raw / f"sweep-{gw}.jsonl")
         sweep = [json.loads(x) for x in (sweep_text or "").splitlines() if x.strip()]
         gws[gw] = {
@@ -119,13 +138,16 @@ def collect(raw: Path) -> dict[str, Any]:
             "peak_stream": parse_wrk(stream_text) if stream_text else None,
             "overhead": _json(raw / f"overhead-{gw}.json"),
             "ttft": _json(raw / f"ttft-{gw}.json"),
-            "rss_mb": round(int(rss.strip()) / 1024, 1) if rss and rss.strip() else None,
+            "rss_mb": _mb(rss),
+            "rss_idle_mb": _mb(rss_idle),
             "sweep": sweep or None,
             "sweep_headline_rps": sweep_headline(sweep) if sweep else None,
         }
     tw = gws.get("tokenway", {})
     if tw:
         tw["startup"] = _json(raw / "startup-tokenway.json")
+        threads = _read(raw / "threads-tokenway.txt")
+        tw["threads_under_profiled_peak"] = parse_threads(threads) if threads else None
     spy = _read(raw / "pyspy-tokenway.txt")
     ratios: dict[str, float | None] = {}
     for peer in ("portkey", "litellm"):
@@ -135,7 +157,9 @@ def collect(raw: Path) -> dict[str, Any]:
             )
             ts, ps = tw.get("peak_stream"), gws[peer].get("peak_stream")
             if ts and ps:
-                ratios[f"peak_stream_tokenway_over_{peer}"] = _ratio(ts["rps"], ps["rps"])
+                ratios[f"peak_stream_tokenway_over_{peer}"] = _ratio(
+                    ts.get("ok_rps"), ps.get("ok_rps")
+                )
             to, po = tw.get("overhead"), gws[peer].get("overhead")
             if to and po:
                 ratios[f"added_p50_{peer}_over_tokenway"] = _ratio(
@@ -173,7 +197,7 @@ def table(s: dict[str, Any]) -> str:
     lines = [
         f"gateway benchmark, {s['meta'].get('date_utc', '?')} ({s['meta'].get('cpu', '?')})",
         f"{'':<34}" + "".join(f"{g:>12}" for g in names),
-        row("peak req/s (wrk, 64 conns)", lambda g: g["peak"]["rps"], ".0f"),
+        row("peak ok req/s (wrk, 64 conns)", lambda g: g["peak"]["ok_rps"], ".0f"),
         row("  p50 ms under peak", lambda g: g["peak"]["p50_ms"], ".1f"),
         row("  p99 ms under peak", lambda g: g["peak"]["p99_ms"], ".1f"),
         row(
@@ -181,13 +205,15 @@ def table(s: dict[str, Any]) -> str:
             lambda g: g["peak"]["non_2xx"] + g["peak"]["socket_errors"],
             "d",
         ),
-        row("peak req/s, streamed", lambda g: g["peak_stream"]["rps"], ".0f"),
+        row("peak ok req/s, streamed", lambda g: g["peak_stream"]["ok_rps"], ".0f"),
+        row("  non-2xx answers, streamed", lambda g: g["peak_stream"]["non_2xx"], "d"),
         row("added latency p50 ms", lambda g: g["overhead"]["added_p50_ms"], ".3f"),
         row("added latency p99 ms", lambda g: g["overhead"]["added_p99_ms"], ".3f"),
         row("added streamed TTFT p50 ms", lambda g: g["ttft"]["added_ttft_p50_ms"], ".3f"),
         row("added streamed TTFT p99 ms", lambda g: g["ttft"]["added_ttft_p99_ms"], ".3f"),
         row("  SSE reads/response, direct", lambda g: g["ttft"]["direct_reads_mean"], ".1f"),
         row("  SSE reads/response, gateway", lambda g: g["ttft"]["gateway_reads_mean"], ".1f"),
+        row("RSS before any request MB", lambda g: g["rss_idle_mb"], ".1f"),
         row("RSS after load MB", lambda g: g["rss_mb"], ".1f"),
         row("sweep: max rate p99<50ms", lambda g: g["sweep_headline_rps"], ".0f"),
         row("start-up ms (median of 3)", lambda g: g["startup"]["startup_median_ms"], ".0f"),
@@ -195,8 +221,12 @@ def table(s: dict[str, Any]) -> str:
         "ratios:",
     ]
     lines += [f"  {k:<40}{_fmt(v)}" for k, v in s["ratios"].items()]
+    threads = gws.get("tokenway", {}).get("threads_under_profiled_peak")
+    if threads:
+        lines += ["", "tokenway CPU seconds per thread during the profiled peak run:"]
+        lines += [f"  {t['thread']:<6}{t['tid']:>8}{t['cpu_s']:>8.2f}" for t in threads]
     if s.get("pyspy_top"):
-        lines += ["", "tokenway under peak load, py-spy top frames (own% / total%):"]
+        lines += ["", "tokenway under peak load, py-spy --gil top frames (own% / total%):"]
         lines += [
             f"  {f['own_pct']:5.1f} {f['total_pct']:5.1f}  {f['frame']}" for f in s["pyspy_top"]
         ]

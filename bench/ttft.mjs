@@ -84,13 +84,14 @@ for (let r = 0; r < opt.rounds; r++) {
   for (const [name, fn] of (r % 2 ? [['gateway', g], ['direct', d]] : [['direct', d], ['gateway', g]])) {
     const xs = [];
     for (let i = 0; i < opt.perRound; i++) { const x = await fn(); if (x.ok) xs.push(x); else errors++; }
-    all[name].push(...xs); roundMed[name].push(median(xs.map((x) => x.ttft)));
+    all[name].push(...xs); if (xs.length) roundMed[name].push(median(xs.map((x) => x.ttft)));
   }
 }
-const r3 = (x) => +x.toFixed(3);
+const r3 = (x) => (x === undefined || x === null || Number.isNaN(x) ? null : +x.toFixed(3));
 const out = { requests: all.direct.length + all.gateway.length, errors };
 for (const name of ['direct', 'gateway']) {
   const xs = all[name];
+  if (!xs.length) continue; // every request failed: the figures stay out
   out[`${name}_ttft_p50_ms`] = r3(median(roundMed[name]));
   out[`${name}_ttft_p99_ms`] = r3(p99(xs.map((x) => x.ttft)));
   out[`${name}_ttfb_p50_ms`] = r3(median(xs.map((x) => x.ttfb)));
@@ -98,6 +99,7 @@ for (const name of ['direct', 'gateway']) {
   out[`${name}_reads_mean`] = r3(mean(xs.map((x) => x.reads)));
   out[`${name}_total_p50_ms`] = r3(median(xs.map((x) => x.total)));
 }
-out.added_ttft_p50_ms = r3(out.gateway_ttft_p50_ms - out.direct_ttft_p50_ms);
-out.added_ttft_p99_ms = r3(out.gateway_ttft_p99_ms - out.direct_ttft_p99_ms);
+const diff = (a, b) => (a == null || b == null ? null : r3(a - b));
+out.added_ttft_p50_ms = diff(out.gateway_ttft_p50_ms, out.direct_ttft_p50_ms);
+out.added_ttft_p99_ms = diff(out.gateway_ttft_p99_ms, out.direct_ttft_p99_ms);
 console.log(JSON.stringify(out));

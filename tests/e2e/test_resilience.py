@@ -35,8 +35,9 @@ def doc(ledger: Path) -> dict[str, Any]:
         "ratelimited": {**OK, "rpm": 1},
         "keyed": {**OK, "api_key": GOOD_KEY},
         "slow": slow,
+        "gem-limited": {**OK, "rpm": 1},
     }
-    kinds = {"ok-ant": "anthropic"}
+    kinds = {"ok-ant": "anthropic", "gem-limited": "gemini"}
     providers: list[dict[str, Any]] = []
     for name in sims:
         p: dict[str, Any] = {
@@ -67,6 +68,7 @@ def doc(ledger: Path) -> dict[str, Any]:
             model("limited", "ratelimited"),
             model("keyed", "keyed"),
             model("slow", "slow"),
+            model("gem-limited", "gem-limited"),
         ],
         "keys": [{"name": "app", "key": KEY}],
     }
@@ -195,3 +197,16 @@ def test_client_disconnect_mid_stream_is_recorded(rs: Stack) -> None:
             time.sleep(0.05)
     assert r["status"] == 499
     assert r["output_tokens"] > 0
+
+
+def test_gemini_retry_info_becomes_retry_after(rs: Stack) -> None:
+    client = clients_for(rs).anthropic()
+    client.messages.create(
+        model="gem-limited", max_tokens=10, messages=[{"role": "user", "content": "a"}]
+    )
+    with pytest.raises(anthropic.RateLimitError) as e:
+        client.messages.create(
+            model="gem-limited", max_tokens=10, messages=[{"role": "user", "content": "b"}]
+        )
+    assert int(e.value.response.headers["retry-after"]) >= 1
+    assert e.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]

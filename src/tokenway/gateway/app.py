@@ -215,7 +215,9 @@ class Gateway:
                 raise
             log.info("passthrough only", extra={"fields": {"reason": exc.message}})
             req, targets = opaque, same
-        est = self.rt.estimate_prompt(req)
+        # Counting a long prompt costs real CPU on the event loop: only a TPM limit needs it
+        # up front (an upstream that reports no usage is estimated after the fact).
+        est = self.rt.estimate_prompt(req) if principal.tpm is not None else 0
         room, reserved_at = self.rt.limiter.admit(principal, est + (req.max_tokens or 0))
         rid = new_request_id()
         ctx = RequestContext(self.rt, rid, api.label, principal, req.model)
