@@ -168,6 +168,7 @@ done
   echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
   echo "cpus=$(nproc)"
   echo "tokenway_rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "tokenway_src_uncommitted_files=$(git -C "$ROOT" status --porcelain src 2>/dev/null | wc -l)"
   echo "python=$(.venv/bin/python -V 2>&1)"
   echo "node=$(node --version)"
   echo "nginx=$(nginx -v 2>&1 | sed 's/.*nginx\///')"

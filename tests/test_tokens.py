@@ -57,10 +57,11 @@ def test_lone_surrogates_do_not_crash() -> None:
 @settings(max_examples=50, deadline=None)
 @given(st.text(max_size=200), st.text(max_size=200))
 def test_count_text_is_roughly_additive(a: str, b: str) -> None:
-    # Concatenation can merge at most a couple of tokens at the seam.
+    # BPE is not additive: the seam can merge tokens or split them differently ("^" + "/A" is
+    # 1 + 1 tokens apart, 3 together), but only by a few tokens either way.
     joined = count_text(a + b)
-    assert 0 <= joined <= count_text(a) + count_text(b)
-    assert joined >= count_text(a) + count_text(b) - 4
+    assert joined >= 0
+    assert abs(joined - (count_text(a) + count_text(b))) <= 4
 
 
 def _req(**kw: object) -> ChatRequest:

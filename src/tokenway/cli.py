@@ -77,8 +77,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # uvicorn re-raises the signal after its shutdown, so the process would die by it;
         # tokenway drains (streams finish, ledger flushes) and then exits 0.
         loop = asyncio.get_running_loop()
+
+        def drain(sig: int) -> None:
+            rt.draining = True  # /readyz answers 503 while streams finish
+            server.handle_exit(sig, None)
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, server.handle_exit, sig, None)
+            loop.add_signal_handler(sig, drain, sig)
         yield
 
     server.capture_signals = graceful_signals  # type: ignore[method-assign]

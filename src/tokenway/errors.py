@@ -3,6 +3,7 @@
     TokenwayError                 anything that ends a request with an error status
     ├── ClientError               the client's request is wrong (never retried, never a 5xx)
     │   ├── BadRequest            400 malformed JSON, wrong types, missing fields
+    │   │   └── Unsupported       400 valid, but only an upstream of the same protocol can take it
     │   ├── AuthenticationError   401 missing or unknown key
     │   ├── PermissionDenied      403 key may not use this model or endpoint
     │   ├── NotFound              404 unknown model or path
@@ -11,6 +12,7 @@
     └── UpstreamError             one upstream attempt failed
         ├── UpstreamConnectError  locally originated: refused, reset, DNS  (retryable)
         ├── UpstreamTimeout       locally originated: no answer in time    (retryable)
+        ├── TargetUnsuitable      this target cannot take the request; nothing was sent
         ├── UpstreamStreamCut     the stream broke after bytes went out    (not retryable)
         └── UpstreamStatus        the provider answered with an error status;
                                   retryable for 408, 409, 429 and 5xx, not for other 4xx
@@ -46,6 +48,11 @@ class ClientError(TokenwayError):
 
 class BadRequest(ClientError):
     pass
+
+
+class Unsupported(BadRequest):
+    """Valid in the client's API but beyond what tokenway can translate: such a request can
+    still pass through to an upstream of the client's own protocol."""
 
 
 class AuthenticationError(ClientError):
@@ -104,6 +111,15 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamStreamCut(UpstreamError):
     flag = "UC"
     retryable = False
+
+
+class TargetUnsuitable(UpstreamError):
+    """This target cannot take the request (say, it cannot be translated to its protocol);
+    another target may. Nothing was sent."""
+
+    status = 400
+    error_type = "invalid_request_error"
+    flag = "NOTRANS"
 
 
 _RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})

@@ -16,6 +16,7 @@ from tokenway.accounting.prices import PriceBook
 from tokenway.auth.keys import KeyStore
 from tokenway.config.load import Config
 from tokenway.domain.types import ChatRequest
+from tokenway.execution.failover import Target
 from tokenway.limits.memory import MemoryLimiter
 from tokenway.providers.upstream import Upstream
 from tokenway.telemetry.metrics import Metrics
@@ -33,6 +34,7 @@ class Runtime:
         self.metrics = Metrics()
         self.ledger: Ledger = open_ledger(config.raw.storage.ledger)
         self.upstreams: dict[str, Upstream] = {}
+        self.targets: dict[str, list[Target]] = {}
         self.sims: dict[str, Any] = {}
         self.session: aiohttp.ClientSession | None = None
         self.ready = False
@@ -61,6 +63,10 @@ class Runtime:
             if base.startswith("sim://"):
                 base = self.sims[base[6:]].base_url
             self.upstreams[name] = Upstream(p, base, self.session)
+        self.targets = {
+            name: [Target(self.upstreams[t.provider], t.model) for t in m.targets]
+            for name, m in self.config.models.items()
+        }
         await self.ledger.start()
         self.ready = True
 

@@ -150,3 +150,31 @@ def test_upstream_key_never_leaks(stack: Stack, capfd: pytest.CaptureFixture[str
     assert all(UPSTREAM_KEY not in v for v in r.headers.values())
     out, err = capfd.readouterr()
     assert UPSTREAM_KEY not in out and UPSTREAM_KEY not in err
+
+
+@pytest.mark.parametrize("options", ["true", '"x"', "5", "[1]"])
+def test_stream_options_must_be_an_object(stack: Stack, options: str) -> None:
+    r = httpx.post(
+        stack.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"},
+        content=(
+            '{"model":"m-openai","stream":true,"stream_options":' + options + ","
+            '"messages":[{"role":"user","content":"hi"}]}'
+        ).encode(),
+    )
+    assert r.status_code == 400 and "stream_options" in r.json()["error"]["message"]
+
+
+def test_operator_headers_cannot_be_overridden(stack: Stack) -> None:
+    oai(stack).chat.completions.create(
+        model="m-openai",
+        messages=MSG,
+        extra_headers={"openai-organization": "org-client-chosen", "x-custom": "1"},
+    )
+    got = stack.sims["s-openai"].received[-1]
+    assert "openai-organization" not in got.headers and "x-custom" not in got.headers
+
+
+def test_embedding_dimensions_are_bounded(stack: Stack) -> None:
+    with pytest.raises(openai.BadRequestError, match="dimensions"):
+        oai(stack).embeddings.create(model="e-openai", input="x", dimensions=10**9)

@@ -3,6 +3,9 @@ for the model name; different protocols: translated."""
 
 from __future__ import annotations
 
+import anthropic
+import pytest
+
 from .conftest import clients_for
 from .stack import Stack
 
@@ -108,3 +111,28 @@ def test_gemini_gets_native_request(stack: Stack) -> None:
     body = got.body  # type: ignore[attr-defined]
     assert body["generationConfig"]["maxOutputTokens"] == 33
     assert body["systemInstruction"]["parts"][0]["text"] == "sys"
+
+
+DOC = {
+    "type": "document",
+    "source": {"type": "text", "media_type": "text/plain", "data": "The sky is blue."},
+}
+
+
+def test_unsupported_block_passes_through_to_same_protocol(stack: Stack) -> None:
+    client = clients_for(stack).anthropic()
+    messages = [{"role": "user", "content": [DOC, {"type": "text", "text": "colour?"}]}]
+    m = client.messages.create(model="m-anthropic", max_tokens=50, messages=messages)
+    assert m.content
+    assert last(stack, "s-anthropic").body["messages"] == messages  # type: ignore[attr-defined]
+
+
+def test_unsupported_block_to_other_protocol_is_a_clear_400(stack: Stack) -> None:
+    client = clients_for(stack).anthropic()
+    with pytest.raises(anthropic.BadRequestError) as e:
+        client.messages.create(
+            model="m-openai",
+            max_tokens=50,
+            messages=[{"role": "user", "content": [DOC]}],
+        )
+    assert "document" in str(e.value)

@@ -54,8 +54,9 @@ class ClientApi(msgspec.Struct, frozen=True):
     encode_response: Callable[[ChatResponse, str], dict[str, Any]]
     stream_encoder: Callable[..., Any]
     error_body: Callable[[TokenwayError], bytes]
-    # request headers forwarded to an upstream of the same protocol
-    forward_prefixes: tuple[bytes, ...]
+    # request headers forwarded to an upstream of the same protocol (an allowlist: a client
+    # must not pick, say, the OpenAI organisation the operator's key bills)
+    forward_headers: frozenset[bytes]
 
 
 OPENAI_CHAT = ClientApi(
@@ -65,7 +66,7 @@ OPENAI_CHAT = ClientApi(
     encode_response=openai_chat.encode_response,
     stream_encoder=openai_chat.StreamEncoder,
     error_body=openai_error,
-    forward_prefixes=(b"openai-",),
+    forward_headers=frozenset({b"openai-beta"}),
 )
 
 ANTHROPIC_MESSAGES = ClientApi(
@@ -75,5 +76,5 @@ ANTHROPIC_MESSAGES = ClientApi(
     encode_response=anthropic_messages.encode_response,
     stream_encoder=anthropic_messages.StreamEncoder,
     error_body=anthropic_error,
-    forward_prefixes=(b"anthropic-",),
+    forward_headers=frozenset({b"anthropic-beta", b"anthropic-version"}),
 )

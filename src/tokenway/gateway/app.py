@@ -13,12 +13,15 @@ elsewhere.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import os
 import time
 from typing import Any
 
 import msgspec
 
+from tokenway.auth.keys import secret_from_headers
 from tokenway.domain.types import ChatRequest, Message, Principal, TextBlock
 from tokenway.errors import (
     AllTargetsFailed,
@@ -27,6 +30,7 @@ from tokenway.errors import (
     NotFound,
     PermissionDenied,
     TokenwayError,
+    Unsupported,
 )
 from tokenway.execution.failover import Target
 from tokenway.gateway import chat, embeddings
@@ -66,6 +70,10 @@ def passthrough_request(api: ClientApi, raw: dict[str, Any]) -> ChatRequest | No
             for part in content:
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     texts.append(part["text"])
+    stream = raw.get("stream", False)
+    options = raw.get("stream_options")
+    if not isinstance(stream, bool) or not (options is None or isinstance(options, dict)):
+        return None
     max_tokens = raw.get("max_tokens", raw.get("max_completion_tokens"))
     if api.protocol == "anthropic" and not isinstance(max_tokens, int):
         return None
@@ -76,13 +84,18 @@ def passthrough_request(api: ClientApi, raw: dict[str, Any]) -> ChatRequest | No
         model=str(raw["model"]),
         messages=[Message(role="user", content=[TextBlock(text="\n".join(texts))])],
         max_tokens=max_tokens,
-        stream=raw.get("stream") is True,
+        stream=stream,
         extras=extras,
     )
 
 
+_ID_PREFIX = "req_" + os.urandom(6).hex()
+_ids = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    """A unique request id: a per-process random prefix and a counter (no syscall per call)."""
+    return f"{_ID_PREFIX}{next(_ids):010x}"
 
 
 def parse_json(body: bytes) -> dict[str, Any]:
@@ -181,8 +194,6 @@ class Gateway:
         await respond(send, err.status, api.error_body(err), headers)
 
     def _authenticate(self, scope: Scope) -> Principal:
-        from tokenway.auth.keys import secret_from_headers
-
         secret = secret_from_headers(header(scope, b"authorization"), header(scope, b"x-api-key"))
         return self.rt.keys.authenticate(secret)
 
@@ -197,7 +208,7 @@ class Gateway:
             )
         if principal.models is not None and model not in principal.models:
             raise PermissionDenied(f"This key may not use the model '{model}'.", param="model")
-        return [Target(self.rt.upstreams[t.provider], t.model) for t in cfg.targets]
+        return self.rt.targets[model]
 
     async def _chat(self, api: ClientApi, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._authenticate(scope)
@@ -206,7 +217,7 @@ class Gateway:
         targets = self._targets(principal, raw.get("model"), "chat")
         try:
             req = api.parse_request(raw)
-        except BadRequest as exc:
+        except Unsupported as exc:
             # What the canonical types cannot hold (documents, server tools, audio parts) can
             # still pass through to upstreams of the client's own protocol.
             same = [t for t in targets if t.upstream.kind == api.protocol]
@@ -217,13 +228,13 @@ class Gateway:
             req, targets = opaque, same
         # Counting a long prompt costs real CPU on the event loop: only a TPM limit needs it
         # up front (an upstream that reports no usage is estimated after the fact).
-        est = self.rt.estimate_prompt(req) if principal.tpm is not None else 0
-        room, reserved_at = self.rt.limiter.admit(principal, est + (req.max_tokens or 0))
+        est = await self._estimate(req, len(body)) if principal.tpm is not None else 0
+        room, held = self.rt.limiter.admit(principal, est + (req.max_tokens or 0))
         rid = new_request_id()
         ctx = RequestContext(self.rt, rid, api.label, principal, req.model)
         fwd: dict[str, str] = {}
         for k, v in scope["headers"]:
-            if k.startswith(api.forward_prefixes):
+            if k in api.forward_headers:
                 fwd[k.decode("latin-1")] = v.decode("latin-1")
         extra = room.headers()
         try:
@@ -236,7 +247,7 @@ class Gateway:
             await self._error(send, api, err, [(b"x-tokenway-request-id", rid.encode()), *extra])
         finally:
             actual = ctx.usage.total_tokens if ctx.usage is not None else 0
-            self.rt.limiter.settle(principal, reserved_at, est + (req.max_tokens or 0), actual)
+            self.rt.limiter.settle(principal, held, actual)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._authenticate(scope)
@@ -246,7 +257,13 @@ class Gateway:
         if "max_tokens" not in raw:
             raw = {**raw, "max_tokens": 1}
         req = ANTHROPIC_MESSAGES.parse_request(raw)
-        await respond(send, 200, _encode({"input_tokens": self.rt.estimate_prompt(req)}))
+        await respond(send, 200, _encode({"input_tokens": await self._estimate(req, len(body))}))
+
+    async def _estimate(self, req: ChatRequest, size: int) -> int:
+        """Prompt tokens; a big prompt is counted off the event loop so others keep flowing."""
+        if size < 64 * 1024:
+            return self.rt.estimate_prompt(req)
+        return await asyncio.to_thread(self.rt.estimate_prompt, req)
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._authenticate(scope)

@@ -25,18 +25,70 @@ from tokenway.domain.types import (
     Usage,
     UsageUpdate,
 )
-from tokenway.errors import UpstreamError, UpstreamStatus, UpstreamStreamCut
+from tokenway.errors import (
+    BadRequest,
+    TargetUnsuitable,
+    UpstreamError,
+    UpstreamStatus,
+    UpstreamStreamCut,
+)
 from tokenway.execution.failover import Target, first_success
 from tokenway.gateway.apis import ClientApi
 from tokenway.gateway.asgi import Headers, Receive, Send, respond
 from tokenway.gateway.context import RequestContext
-from tokenway.providers.adapters import Decoder
+from tokenway.providers.adapters import Decoder, Prepared
 from tokenway.providers.transport import SseFrame, iter_sse, map_exception
+from tokenway.telemetry.log import redact
 from tokenway.tokens import count_text
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
-_STREAM_ERRORS = (TimeoutError, UpstreamError, aiohttp.ClientError, OSError, msgspec.DecodeError)
+_STREAM_ERRORS = (
+    TimeoutError,
+    UpstreamError,
+    aiohttp.ClientError,
+    OSError,
+    msgspec.DecodeError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    RecursionError,
+)
+# An upstream body we cannot make sense of, whatever the parser tripped on.
+BODY_ERRORS = (
+    msgspec.DecodeError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    RecursionError,
+)
+
+
+class UsageOnly(msgspec.Struct):
+    """The only fields a same-protocol answer is read for; the rest passes through unparsed."""
+
+    usage: dict[str, Any] | None = None
+    service_tier: str | None = None
+
+
+usage_only = msgspec.json.Decoder(UsageOnly)
+
+
+def prepare(
+    t: Target, api: ClientApi, req: ChatRequest, raw: dict[str, Any], fwd: dict[str, str]
+) -> Prepared:
+    """The upstream request for target `t`, or `TargetUnsuitable` if it cannot be expressed."""
+    same = t.upstream.kind == api.protocol
+    try:
+        return t.upstream.adapter.chat(req, raw if same else None, t.model, fwd if same else {})
+    except BadRequest as exc:
+        raise TargetUnsuitable(f"{t.upstream.name}: {exc.message}") from None
+
+
 _CONTENT = (TextDelta, ThinkingDelta, ToolCallStart, ToolArgsDelta, StreamEnd)
 
 
@@ -81,7 +133,7 @@ async def complete(
     async def attempt(t: Target) -> bytes:
         up = t.upstream
         same = up.kind == api.protocol
-        prep = up.adapter.chat(req, raw if same else None, t.model, fwd if same else {})
+        prep = prepare(t, api, req, raw, fwd)
         started = time.perf_counter()
         try:
             resp = await up.send(prep)
@@ -97,15 +149,17 @@ async def complete(
             ctx.attempt_failed(up.name, t.model, failure, started, None)
             raise failure from None
         try:
-            doc = _decode(data)
-            if not isinstance(doc, dict):
-                raise ValueError("not an object")
             if same:
+                head = usage_only.decode(data)
+                doc = {"usage": head.usage, "service_tier": head.service_tier}
                 usage, out = up.adapter.parse_usage(doc), data
             else:
+                doc = _decode(data)
+                if not isinstance(doc, dict):
+                    raise ValueError("not an object")
                 cr = up.adapter.parse_response(doc, t.model)
                 usage, out = cr.usage, _encode(api.encode_response(cr, ctx.model))
-        except (msgspec.DecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        except BODY_ERRORS as exc:
             failure = map_exception(exc)
             ctx.attempt_failed(up.name, t.model, failure, started, None)
             raise failure from None
@@ -160,7 +214,7 @@ def _frame_events(
     ):
         err = doc.get("error")
         msg = err.get("message") if isinstance(err, dict) else None
-        raise UpstreamStatus(502, str(msg or "upstream stream error"))
+        raise UpstreamStatus(502, redact(str(msg or "upstream stream error")))
     return doc, decoder.feed(frame.event, doc)
 
 
@@ -180,8 +234,7 @@ async def stream(
 
     async def attempt(t: Target) -> _Opened:
         up = t.upstream
-        same = up.kind == api.protocol
-        prep = up.adapter.chat(req, raw if same else None, t.model, fwd if same else {})
+        prep = prepare(t, api, req, raw, fwd)
         started = time.perf_counter()
         usage: Usage | None = None
         try:
@@ -266,7 +319,7 @@ async def _relay(
             if ttft is None and isinstance(ev, _CONTENT):
                 ttft = time.perf_counter() - ctx.t0
         if encoder is not None:
-            out = b"".join(encoder.encode(ev) for ev in evs if not isinstance(ev, UsageUpdate))
+            out = b"".join(encoder.encode(ev) for ev in evs)
         elif strip_usage and doc is not None and doc.get("usage"):
             if doc.get("choices"):
                 doc["usage"] = None

@@ -6,6 +6,7 @@ client received (until price plans arrive, revenue equals the cost of the served
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -162,6 +163,8 @@ class RequestContext:
             latency_s=latency,
             ttft_s=self.ttft_s,
         )
+        if not log.isEnabledFor(logging.INFO):
+            return
         log.info(
             "request",
             extra={

@@ -8,10 +8,11 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from tokenway.errors import UpstreamError
+from tokenway.domain.types import EmbeddingResponse, Usage
+from tokenway.errors import BadRequest, TargetUnsuitable, UpstreamError
 from tokenway.execution.failover import Target, first_success
 from tokenway.gateway.asgi import Send, respond
-from tokenway.gateway.chat import served_headers
+from tokenway.gateway.chat import BODY_ERRORS, served_headers, usage_only
 from tokenway.gateway.context import RequestContext
 from tokenway.providers.transport import map_exception
 from tokenway.translate.embeddings import encode_openai_response, parse_openai_request
@@ -29,27 +30,40 @@ async def handle(
     async def attempt(t: Target) -> bytes:
         up = t.upstream
         same = up.kind == "openai"
-        prep = up.adapter.embed(req, raw if same else None, t.model)
+        try:
+            prep = up.adapter.embed(req, raw if same else None, t.model)
+        except BadRequest as exc:
+            raise TargetUnsuitable(f"{up.name}: {exc.message}") from None
         started = time.perf_counter()
+        er: EmbeddingResponse | None = None
         try:
             resp = await up.send(prep)
             try:
                 data = await resp.read()
             finally:
                 resp.release()
-            doc = _decode(data)
-            if not isinstance(doc, dict):
-                raise ValueError("not an object")
-            er = up.adapter.parse_embeddings(doc, t.model, req)
+            if same:
+                # Only usage is read: decoding every vector would cost the event loop dearly.
+                head = usage_only.decode(data)
+                u = head.usage or {}
+                n = u.get("prompt_tokens") if isinstance(u, dict) else None
+                tokens = n if isinstance(n, int) and n >= 0 else 0
+                usage = Usage(input_tokens=tokens)
+            else:
+                doc = _decode(data)
+                if not isinstance(doc, dict):
+                    raise ValueError("not an object")
+                er = up.adapter.parse_embeddings(doc, t.model, req)
+                usage = er.usage
         except UpstreamError as err:
             ctx.attempt_failed(up.name, t.model, err, started, None)
             raise
-        except (TimeoutError, aiohttp.ClientError, OSError, ValueError, KeyError, TypeError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, *BODY_ERRORS) as exc:
             failure = map_exception(exc)
             ctx.attempt_failed(up.name, t.model, failure, started, None)
             raise failure from None
-        ctx.attempt_ok(up.name, t.model, er.usage, started, None)
-        if same:
+        ctx.attempt_ok(up.name, t.model, usage, started, None)
+        if same or er is None:
             return data
         return _encode(encode_openai_response(er, ctx.model, req.encoding_format))
 

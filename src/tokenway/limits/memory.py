@@ -37,21 +37,31 @@ class Headroom:
         return out
 
 
+class Reservation:
+    """Tokens taken from a key's window at admission, adjusted in place at settlement."""
+
+    __slots__ = ("tokens", "ts")
+
+    def __init__(self, ts: float, tokens: int) -> None:
+        self.ts = ts
+        self.tokens = tokens
+
+
 class _Window:
     __slots__ = ("events", "total")
 
     def __init__(self) -> None:
-        self.events: deque[tuple[float, int]] = deque()
+        self.events: deque[Reservation] = deque()
         self.total = 0
 
     def trim(self, now: float) -> None:
         cutoff = now - WINDOW_S
         ev = self.events
-        while ev and ev[0][0] <= cutoff:
-            self.total -= ev.popleft()[1]
+        while ev and ev[0].ts <= cutoff:
+            self.total -= ev.popleft().tokens
 
     def retry_after(self, now: float) -> float:
-        return max(0.0, self.events[0][0] + WINDOW_S - now) if self.events else 0.0
+        return max(0.0, self.events[0].ts + WINDOW_S - now) if self.events else 0.0
 
 
 class MemoryLimiter:
@@ -61,10 +71,11 @@ class MemoryLimiter:
         self._req: dict[str, _Window] = {}
         self._tok: dict[str, _Window] = {}
 
-    def admit(self, p: Principal, est_tokens: int) -> tuple[Headroom, float]:
-        """Admit a request or raise `RateLimited`. Returns headroom and the reservation's time."""
+    def admit(self, p: Principal, est_tokens: int) -> tuple[Headroom, Reservation | None]:
+        """Admit a request or raise `RateLimited`. Returns headroom and the token reservation."""
         now = time.monotonic()
         room = Headroom()
+        held: Reservation | None = None
         if p.rpm is not None:
             w = self._req.setdefault(p.name, _Window())
             w.trim(now)
@@ -81,24 +92,28 @@ class MemoryLimiter:
                     f"Rate limit reached for key '{p.name}': {p.tpm} tokens per minute.",
                     retry_after_s=t.retry_after(now),
                 )
-            t.events.append((now, est_tokens))
+            held = Reservation(now, est_tokens)
+            t.events.append(held)
             t.total += est_tokens
             room.limit_tokens, room.remaining_tokens = p.tpm, max(0, p.tpm - t.total)
         if p.rpm is not None:
-            w.events.append((now, 1))
+            w.events.append(Reservation(now, 1))
             w.total += 1
             room.limit_requests, room.remaining_requests = p.rpm, max(0, p.rpm - w.total)
-        return room, now
+        return room, held
 
-    def settle(self, p: Principal, reserved_at: float, est_tokens: int, actual: int) -> None:
+    def settle(self, p: Principal, held: Reservation | None, actual: int) -> None:
         """Replace a reservation's estimate with the actual token count."""
-        if p.tpm is None:
+        if held is None or p.tpm is None:
             return
         t = self._tok.get(p.name)
         if t is None:
             return
-        for i, (ts, n) in enumerate(t.events):
-            if ts == reserved_at and n == est_tokens:
-                t.events[i] = (ts, actual)
-                t.total += actual - est_tokens
-                return
+        if held.ts > time.monotonic() - WINDOW_S:
+            t.total += actual - held.tokens
+            held.tokens = actual
+        elif actual > held.tokens:
+            # The reservation already left the window (a long stream): count what it missed.
+            late = Reservation(time.monotonic(), actual - held.tokens)
+            t.events.append(late)
+            t.total += late.tokens

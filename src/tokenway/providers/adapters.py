@@ -110,7 +110,7 @@ class OpenAIAdapter:
                 body["stream_options"] = opts
         else:
             body = openai_chat.encode_request(req, model)
-        hdrs = {"content-type": "application/json", **self._extra, **headers}
+        hdrs = {"content-type": "application/json", **headers, **self._extra}
         return Prepared(self._url(model, "chat/completions"), hdrs, _encode(body))
 
     def embed(self, req: EmbeddingRequest, raw: JSON | None, model: str) -> Prepared:
@@ -162,8 +162,8 @@ class AnthropicAdapter:
         hdrs = {
             "content-type": "application/json",
             "anthropic-version": self.version,
-            **self._extra,
             **headers,
+            **self._extra,
         }
         return Prepared(f"{self._base}/v1/messages", hdrs, _encode(body))
 

@@ -21,6 +21,9 @@ class KeyPool:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def values(self) -> list[str]:
+        return list(self._keys)
+
     def pick(self) -> tuple[int, str | None]:
         """The index and value of the key to use now (None when the provider has no key)."""
         if not self._keys:

@@ -113,18 +113,21 @@ async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[SseFrame]:
     """Yield SSE frames as they arrive; `raw` is the frame's bytes including its terminator."""
     buf = b""
     async for chunk in resp.content.iter_any():
-        buf += chunk
+        buf = buf + chunk if buf else chunk
         if b"\r" in buf:
             buf = buf.replace(b"\r\n", b"\n")
+        # Scan by offset and cut the buffer once per chunk: slicing per frame is quadratic
+        # when a busy upstream delivers many frames in one read.
+        pos = 0
         while True:
-            end = buf.find(b"\n\n")
+            end = buf.find(b"\n\n", pos)
             if end < 0:
                 break
-            raw = buf[: end + 2]
-            buf = buf[end + 2 :]
-            frame = _parse_frame(raw)
+            frame = _parse_frame(buf[pos : end + 2])
+            pos = end + 2
             if frame is not None:
                 yield frame
+        buf = buf[pos:]
     if buf.strip():
         frame = _parse_frame(buf + b"\n\n")
         if frame is not None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import aiohttp
 
 from tokenway.config.schema import ProviderConfig
-from tokenway.errors import UpstreamStatus
+from tokenway.errors import UpstreamConnectError, UpstreamStatus
 from tokenway.providers.adapters import Adapter, Prepared, make_adapter
 from tokenway.providers.credentials import KeyPool
 from tokenway.providers.transport import map_exception, raise_for_status
+from tokenway.telemetry.log import redact
 
 
 class Upstream:
@@ -44,16 +45,24 @@ class Upstream:
             if key is not None:
                 headers = {**headers, **self.adapter.auth_headers(key)}
             try:
+                # No redirects: aiohttp would carry x-api-key and friends to another origin.
                 resp = await self._session.post(
-                    prep.url, data=prep.body, headers=headers, timeout=self._timeout
+                    prep.url,
+                    data=prep.body,
+                    headers=headers,
+                    timeout=self._timeout,
+                    allow_redirects=False,
                 )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise map_exception(exc) from None
-            if resp.status < 400:
+            if resp.status < 300:
                 return resp
             try:
+                if resp.status < 400:
+                    raise UpstreamConnectError(f"upstream answered {resp.status} (a redirect)")
                 await raise_for_status(resp)
             except UpstreamStatus as err:
+                self._scrub(err)
                 if err.upstream_status in (401, 403, 429) and len(self.keys) > 1:
                     self.keys.rest(index, err.retry_after_s)
                     if n + 1 < tries:
@@ -62,6 +71,16 @@ class Upstream:
             finally:
                 resp.release()
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _scrub(self, err: UpstreamStatus) -> None:
+        """Keep the provider's words but never our credentials, which some providers echo."""
+        if err.upstream_status in (401, 403):
+            err.message = f"provider {self.name!r} refused the gateway's credentials"
+            return
+        for key in self.keys.values():
+            if key and key in err.message:
+                err.message = err.message.replace(key, "[redacted]")
+        err.message = redact(err.message)
 
 
 def _with_base(cfg: ProviderConfig, base_url: str) -> ProviderConfig:

@@ -11,7 +11,9 @@ from typing import Any
 
 import msgspec
 
-_SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|key=[^&\s]+)")
+_SECRETISH = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{6,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+\S+|(?<![a-z_])key=[^&\s]+)"
+)
 
 
 def redact(text: str) -> str:

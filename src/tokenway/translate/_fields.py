@@ -9,7 +9,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tokenway.errors import BadRequest
+from tokenway.errors import BadRequest, Unsupported
+
+
+def unsupported(message: str, param: str) -> Unsupported:
+    """The error for a valid field that only a same-protocol upstream can take; raise it."""
+    return Unsupported(f"{param}: {message}", param=param)
 
 
 def fail(message: str, param: str) -> BadRequest:

@@ -36,6 +36,7 @@ from tokenway.translate._fields import (
     get_num,
     get_pos_int,
     get_str,
+    unsupported,
 )
 from tokenway.translate.anthropic_response import (
     StreamDecoder,
@@ -165,7 +166,7 @@ def _block(block: Any, path: str, role: str) -> Block:
         )
     if kind in ("tool_use", "tool_result", "thinking", "redacted_thinking"):
         raise fail(f"{kind} blocks are not allowed in a {role} message", f"{path}.type")
-    raise fail(f"content block type {kind!r} is not supported", f"{path}.type")
+    raise unsupported(f"content block type {kind!r} is not supported", f"{path}.type")
 
 
 def _message(msg: Any, path: str) -> Message:
@@ -206,7 +207,7 @@ def _tools(tools: list[Any]) -> list[ToolSpec]:
         if not isinstance(t, dict):
             raise fail("must be an object", p)
         if t.get("type") not in _CUSTOM_TOOL_TYPES:
-            raise fail(f"tool type {t.get('type')!r} is not supported", f"{p}.type")
+            raise unsupported(f"tool type {t.get('type')!r} is not supported", f"{p}.type")
         schema = get_dict(t, "input_schema", f"{p}.input_schema")
         if schema is None:
             raise fail("is required", f"{p}.input_schema")

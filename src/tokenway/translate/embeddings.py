@@ -15,6 +15,8 @@ from tokenway.domain.types import JSON, EmbeddingRequest, EmbeddingResponse, Usa
 from tokenway.errors import BadRequest, UpstreamError
 
 _FORMATS = ("float", "base64")
+# No embedding model offers more; a bound keeps a client from asking for a gigantic vector.
+MAX_DIMENSIONS = 65536
 _KNOWN = frozenset({"model", "input", "dimensions", "encoding_format"})
 
 
@@ -52,6 +54,8 @@ def parse_openai_request(body: dict[str, Any]) -> EmbeddingRequest:
     dims = body.get("dimensions")
     if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims < 1):
         raise BadRequest("dimensions must be a positive integer", param="dimensions")
+    if dims is not None and dims > MAX_DIMENSIONS:
+        raise BadRequest(f"dimensions must be at most {MAX_DIMENSIONS}", param="dimensions")
     fmt = body.get("encoding_format")
     if fmt is not None and fmt not in _FORMATS:
         raise BadRequest("encoding_format must be 'float' or 'base64'", param="encoding_format")

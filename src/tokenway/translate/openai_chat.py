@@ -27,7 +27,7 @@ from tokenway.domain.types import (
     ToolUseBlock,
 )
 from tokenway.errors import BadRequest
-from tokenway.translate._fields import fail, get_bool, get_num, get_pos_int, get_str
+from tokenway.translate._fields import fail, get_bool, get_num, get_pos_int, get_str, unsupported
 from tokenway.translate.openai_response import (
     StreamDecoder,
     StreamEncoder,
@@ -118,7 +118,7 @@ def _user_content(content: Any, path: str) -> list[Block]:
         elif kind == "image_url":
             out.append(_image(part, p))
         else:
-            raise fail(f"content part type {kind!r} is not supported", f"{p}.type")
+            raise unsupported(f"content part type {kind!r} is not supported", f"{p}.type")
     return out
 
 
@@ -131,7 +131,7 @@ def _tool_calls(calls: Any, path: str) -> list[Block]:
         if not isinstance(call, dict):
             raise fail("must be an object", p)
         if call.get("type", "function") != "function":
-            raise fail("only function tool calls are supported", f"{p}.type")
+            raise unsupported("only function tool calls are supported", f"{p}.type")
         fn = call.get("function")
         if not isinstance(fn, dict):
             raise fail("is required", f"{p}.function")
@@ -202,7 +202,7 @@ def _tools(tools: Any) -> list[ToolSpec]:
         if not isinstance(t, dict):
             raise fail("must be an object", p)
         if t.get("type", "function") != "function":
-            raise fail(f"tool type {t.get('type')!r} is not supported", f"{p}.type")
+            raise unsupported(f"tool type {t.get('type')!r} is not supported", f"{p}.type")
         fn = t.get("function")
         if not isinstance(fn, dict):
             raise fail("is required", f"{p}.function")
@@ -249,7 +249,7 @@ def parse_request(body: dict[str, Any]) -> ChatRequest:
     messages = [m for i, raw in enumerate(msgs) if (m := _message(raw, f"messages[{i}]", system))]
     n = body.get("n")
     if n is not None and n != 1:
-        raise fail("only n=1 is supported", "n")
+        raise unsupported("only n=1 is supported", "n")
     max_tokens = get_pos_int(body, "max_completion_tokens", "max_completion_tokens") or get_pos_int(
         body, "max_tokens", "max_tokens"
     )
