@@ -69,6 +69,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=30,
+        # Per-request work tokenway does not need: it trusts no forwarding headers and
+        # names itself in its own headers.
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
     )
     server = uvicorn.Server(server_config)
 

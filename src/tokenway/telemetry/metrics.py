@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -52,12 +53,33 @@ class Metrics:
             buckets=_LAT_BUCKETS,
             registry=self.registry,
         )
+        self._cache: dict[tuple[str, str, str, int], tuple[Any, ...]] = {}
         self.rejected = Counter(
             "tokenway_rejected_requests",
             "Requests refused before routing (bad input, auth, limits)",
             ("api", "status"),
             registry=self.registry,
         )
+
+    def _children(self, api: str, model: str, provider: str, status: int) -> tuple[Any, ...]:
+        # prometheus_client's labels() takes a lock and validates on every call; the label sets
+        # of a gateway are few, so their children are looked up once and kept.
+        key = (api, model, provider, status)
+        found = self._cache.get(key)
+        if found is None:
+            st = str(status)
+            found = (
+                self.requests.labels(api, model, provider, st),
+                self.latency.labels(model, provider, st),
+                self.ttft.labels(model, provider),
+                {
+                    kind: self.tokens.labels(model, provider, kind)
+                    for kind in ("input", "cache_read", "cache_write", "output", "reasoning")
+                },
+                self.cost.labels(model, provider),
+            )
+            self._cache[key] = found
+        return found
 
     def observe(
         self,
@@ -71,11 +93,11 @@ class Metrics:
         latency_s: float,
         ttft_s: float | None,
     ) -> None:
-        st = str(status)
-        self.requests.labels(api, model, provider, st).inc()
-        self.latency.labels(model, provider, st).observe(latency_s)
+        requests, latency, ttft, tokens, cost_child = self._children(api, model, provider, status)
+        requests.inc()
+        latency.observe(latency_s)
         if ttft_s is not None:
-            self.ttft.labels(model, provider).observe(ttft_s)
+            ttft.observe(ttft_s)
         if usage is not None:
             for kind, n in (
                 ("input", usage.input_tokens),
@@ -85,9 +107,9 @@ class Metrics:
                 ("reasoning", usage.reasoning_tokens),
             ):
                 if n:
-                    self.tokens.labels(model, provider, kind).inc(n)
+                    tokens[kind].inc(n)
         if cost:
-            self.cost.labels(model, provider).inc(float(cost))
+            cost_child.inc(float(cost))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
