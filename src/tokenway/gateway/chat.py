@@ -40,6 +40,7 @@ from tokenway.providers.adapters import Decoder, Prepared
 from tokenway.providers.transport import SseFrame, iter_sse, map_exception
 from tokenway.telemetry.log import redact
 from tokenway.tokens import count_text
+from tokenway.translate.sse import merge_usage
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
@@ -90,22 +91,6 @@ def prepare(
 
 
 _CONTENT = (TextDelta, ThinkingDelta, ToolCallStart, ToolArgsDelta, StreamEnd)
-
-
-def merge_usage(old: Usage | None, new: Usage) -> Usage:
-    """Later usage reports win field by field where they say something."""
-    if old is None:
-        return new
-    return Usage(
-        input_tokens=new.input_tokens or old.input_tokens,
-        cache_read_tokens=new.cache_read_tokens or old.cache_read_tokens,
-        cache_write_tokens=new.cache_write_tokens or old.cache_write_tokens,
-        cache_write_1h_tokens=new.cache_write_1h_tokens or old.cache_write_1h_tokens,
-        output_tokens=new.output_tokens or old.output_tokens,
-        reasoning_tokens=new.reasoning_tokens or old.reasoning_tokens,
-        service_tier=new.service_tier or old.service_tier,
-        source=new.source,
-    )
 
 
 def served_headers(ctx: RequestContext, extra: Headers) -> Headers:
