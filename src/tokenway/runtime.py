@@ -1,7 +1,7 @@
 """Everything one gateway process needs, built from a validated config, with a lifecycle.
 
-`Runtime.start()` brings up the simulated providers named in the config, the shared HTTP
-session, the ledger writer; `Runtime.close()` flushes the ledger and closes them, in reverse.
+`Runtime.start()` brings up the simulated providers named in the config, the upstream
+connection pool and the ledger writer; `Runtime.close()` flushes the ledger and closes them.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ import gc
 import time
 from typing import Any
 
-import aiohttp
-
 from tokenway.accounting.ledger import Ledger, open_ledger
 from tokenway.accounting.prices import PriceBook
 from tokenway.auth.keys import KeyStore
@@ -19,6 +17,7 @@ from tokenway.config.load import Config
 from tokenway.domain.types import ChatRequest
 from tokenway.execution.failover import Target
 from tokenway.limits.memory import MemoryLimiter
+from tokenway.providers.h1 import H1Pool
 from tokenway.providers.upstream import Upstream
 from tokenway.telemetry.metrics import Metrics
 from tokenway.tokens import count_request
@@ -37,7 +36,7 @@ class Runtime:
         self.upstreams: dict[str, Upstream] = {}
         self.targets: dict[str, list[Target]] = {}
         self.sims: dict[str, Any] = {}
-        self.session: aiohttp.ClientSession | None = None
+        self.pool = H1Pool()
         self.ready = False
         self.draining = False
         # pause between fallbacks; routing under SLA replaces this with backoff and budgets
@@ -53,17 +52,11 @@ class Runtime:
             from tokenway.sim import start_sims
 
             self.sims = await start_sims(self.config.raw.sim)
-        connector = aiohttp.TCPConnector(
-            limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60
-        )
-        self.session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
-        )
         for name, p in self.config.providers.items():
             base = p.base_url
             if base.startswith("sim://"):
                 base = self.sims[base[6:]].base_url
-            self.upstreams[name] = Upstream(p, base, self.session)
+            self.upstreams[name] = Upstream(p, base, self.pool)
         self.targets = {
             name: [Target(self.upstreams[t.provider], t.model) for t in m.targets]
             for name, m in self.config.models.items()
@@ -79,7 +72,6 @@ class Runtime:
     async def close(self) -> None:
         self.ready = False
         await self.ledger.close()
-        if self.session is not None:
-            await self.session.close()
+        self.pool.close()
         for sim in self.sims.values():
             await sim.close()

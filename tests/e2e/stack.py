@@ -12,6 +12,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import uvicorn
+import uvloop
 
 from tokenway.config.load import Config, parse_config
 from tokenway.gateway.app import Gateway
@@ -26,7 +27,8 @@ class Stack:
     def __init__(self, doc: dict[str, Any]) -> None:
         self.config: Config = parse_config(doc, env={})
         self.rt = Runtime(self.config)
-        self.loop = asyncio.new_event_loop()
+        # the event loop `tokenway serve` runs on, so that tests see what production sees
+        self.loop = uvloop.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Future[None] | None = None

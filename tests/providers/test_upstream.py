@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from tokenway.config.schema import ProviderConfig
 from tokenway.errors import UpstreamConnectError, UpstreamStatus
 from tokenway.providers.adapters import Prepared
+from tokenway.providers.h1 import H1Pool
 from tokenway.providers.upstream import Upstream
 
 SECRET = "sk-provider-0123456789abcdef"
@@ -43,9 +43,12 @@ async def server() -> AsyncIterator[str]:
 
 async def send(base: str, path: str) -> None:
     cfg = ProviderConfig(name="p", kind="openai", base_url=base, api_key=SECRET)
-    async with aiohttp.ClientSession() as session:
-        up = Upstream(cfg, base, session)
+    pool = H1Pool()
+    try:
+        up = Upstream(cfg, base, pool)
         await up.send(Prepared(f"{base}/{path}", {}, b"{}"))
+    finally:
+        pool.close()
 
 
 async def test_echoed_key_is_scrubbed(server: str) -> None:

@@ -11,7 +11,6 @@ import asyncio
 import time
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from tokenway.domain.types import (
@@ -37,6 +36,7 @@ from tokenway.gateway.apis import ClientApi
 from tokenway.gateway.asgi import Headers, Receive, Send, respond
 from tokenway.gateway.context import RequestContext
 from tokenway.providers.adapters import Decoder, Prepared
+from tokenway.providers.h1 import H1Response
 from tokenway.providers.transport import SseFrame, iter_sse, map_exception
 from tokenway.telemetry.log import redact
 from tokenway.tokens import count_text
@@ -47,7 +47,6 @@ _encode = msgspec.json.encode
 _STREAM_ERRORS = (
     TimeoutError,
     UpstreamError,
-    aiohttp.ClientError,
     OSError,
     msgspec.DecodeError,
     ValueError,
@@ -129,7 +128,7 @@ async def complete(
         except UpstreamError as err:
             ctx.attempt_failed(up.name, t.model, err, started, None)
             raise
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, OSError) as exc:
             failure = map_exception(exc)
             ctx.attempt_failed(up.name, t.model, failure, started, None)
             raise failure from None
@@ -170,7 +169,7 @@ class _Opened:
     def __init__(
         self,
         target: Target,
-        resp: aiohttp.ClientResponse,
+        resp: H1Response,
         frames: Any,
         decoder: Decoder,
         pending: list[tuple[SseFrame, dict[str, Any] | None, list[StreamEvent]]],

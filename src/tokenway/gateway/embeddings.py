@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from tokenway.domain.types import EmbeddingResponse, Usage
@@ -58,7 +57,7 @@ async def handle(
         except UpstreamError as err:
             ctx.attempt_failed(up.name, t.model, err, started, None)
             raise
-        except (TimeoutError, aiohttp.ClientError, OSError, *BODY_ERRORS) as exc:
+        except (TimeoutError, OSError, *BODY_ERRORS) as exc:
             failure = map_exception(exc)
             ctx.attempt_failed(up.name, t.model, failure, started, None)
             raise failure from None

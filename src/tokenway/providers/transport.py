@@ -1,14 +1,12 @@
-"""HTTP to upstreams: one shared aiohttp session, SSE framing, and the one place where foreign
+"""HTTP to upstreams: SSE framing, error bodies, and the one place where foreign
 exceptions become tokenway errors (see `tokenway.errors`).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from tokenway.errors import (
@@ -18,23 +16,20 @@ from tokenway.errors import (
     UpstreamStreamCut,
     UpstreamTimeout,
 )
+from tokenway.providers.h1 import H1Response
 
 _decode = msgspec.json.decode
 
 
 def map_exception(exc: BaseException, *, streaming: bool = False) -> UpstreamError:
-    """Translate an aiohttp/asyncio exception into the tokenway error tree."""
+    """Translate a transport or parsing exception into the tokenway error tree."""
     if isinstance(exc, UpstreamError):
         return exc
-    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+    if isinstance(exc, TimeoutError):
         return UpstreamTimeout("upstream timed out")
-    if streaming and isinstance(
-        exc, aiohttp.ClientPayloadError | aiohttp.ServerDisconnectedError | ConnectionError
-    ):
+    if streaming and isinstance(exc, ConnectionError):
         return UpstreamStreamCut(f"upstream stream broke: {type(exc).__name__}")
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError):
-        return UpstreamConnectError(f"cannot reach upstream: {type(exc).__name__}")
-    if isinstance(exc, aiohttp.ClientError | ConnectionError | OSError):
+    if isinstance(exc, ConnectionError | OSError):
         return UpstreamConnectError(f"upstream connection failed: {type(exc).__name__}")
     if isinstance(exc, msgspec.DecodeError | ValueError):
         return UpstreamConnectError("upstream sent a malformed body")
@@ -80,13 +75,13 @@ def error_message(body: bytes) -> tuple[str, str | None]:
     return "upstream error", None
 
 
-async def raise_for_status(resp: aiohttp.ClientResponse) -> None:
+async def raise_for_status(resp: H1Response) -> None:
     """Raise `UpstreamStatus` for a non-2xx answer, after reading its (bounded) body."""
     if resp.status < 400:
         return
     try:
         body = await resp.content.read(64 * 1024)
-    except (TimeoutError, aiohttp.ClientError):
+    except (TimeoutError, OSError):
         body = b""
     message, etype = error_message(body)
     if resp.status == 429:
@@ -109,7 +104,7 @@ class SseFrame(msgspec.Struct):
     raw: bytes
 
 
-async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[SseFrame]:
+async def iter_sse(resp: H1Response) -> AsyncIterator[SseFrame]:
     """Yield SSE frames as they arrive; `raw` is the frame's bytes including its terminator."""
     buf = b""
     async for chunk in resp.content.iter_any():

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import aiohttp
-
 from tokenway.config.schema import ProviderConfig
 from tokenway.errors import UpstreamConnectError, UpstreamStatus
 from tokenway.providers.adapters import Adapter, Prepared, make_adapter
 from tokenway.providers.credentials import KeyPool
+from tokenway.providers.h1 import H1Pool, H1Response
 from tokenway.providers.transport import map_exception, raise_for_status
 from tokenway.telemetry.log import redact
 
@@ -16,7 +15,7 @@ class Upstream:
     """One configured provider. `send` returns an open response with a 2xx status or raises an
     `UpstreamError`; the caller reads (and releases) the response."""
 
-    def __init__(self, cfg: ProviderConfig, base_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, cfg: ProviderConfig, base_url: str, pool: H1Pool) -> None:
         self.cfg = cfg
         self.name = cfg.name
         self.kind = cfg.kind
@@ -27,12 +26,9 @@ class Upstream:
             cfg.api_key if isinstance(cfg.api_key, list) else ([cfg.api_key] if cfg.api_key else [])
         )
         self.keys = KeyPool(keys)
-        self._session = session
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=cfg.connect_timeout_s, sock_read=cfg.timeout_s
-        )
+        self._pool = pool
 
-    async def send(self, prep: Prepared) -> aiohttp.ClientResponse:
+    async def send(self, prep: Prepared) -> H1Response:
         """POST a prepared request with the next usable key.
 
         A key the provider refuses (401, 403) or throttles (429) is rested and the request goes
@@ -45,15 +41,15 @@ class Upstream:
             if key is not None:
                 headers = {**headers, **self.adapter.auth_headers(key)}
             try:
-                # No redirects: aiohttp would carry x-api-key and friends to another origin.
-                resp = await self._session.post(
+                # Redirects are never followed: they would carry the key to another origin.
+                resp = await self._pool.post(
                     prep.url,
-                    data=prep.body,
-                    headers=headers,
-                    timeout=self._timeout,
-                    allow_redirects=False,
+                    prep.body,
+                    headers,
+                    connect_timeout=self.cfg.connect_timeout_s,
+                    read_timeout=self.cfg.timeout_s,
                 )
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except (TimeoutError, OSError, ValueError) as exc:
                 raise map_exception(exc) from None
             if resp.status < 300:
                 return resp
