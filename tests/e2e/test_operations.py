@@ -188,3 +188,19 @@ def test_health_ready_metrics(stack: Stack) -> None:
         in text
     )
     assert "tokenway_tokens_total" in text and "tokenway_request_latency_seconds_bucket" in text
+
+
+def test_admin_endpoints_need_the_admin_key_and_show_no_secrets(stack: Stack) -> None:
+    r = httpx.get(stack.url + "/admin/keys", headers={"authorization": "Bearer sk-test-admin"})
+    assert r.status_code == 200
+    names = [k["name"] for k in r.json()["data"]]
+    assert names == ["app", "limited", "narrow"]
+    assert "sk-test" not in r.text
+    providers = httpx.get(
+        stack.url + "/admin/providers", headers={"x-api-key": "sk-test-admin"}
+    ).json()["data"]
+    assert {p["name"]: p["kind"] for p in providers}["gemini"] == "gemini"
+    assert "sk-upstream" not in str(providers)
+    denied = httpx.get(stack.url + "/admin/keys", headers={"authorization": f"Bearer {KEY}"})
+    assert denied.status_code == 403
+    assert httpx.get(stack.url + "/admin/keys").status_code == 401

@@ -176,6 +176,8 @@ class Gateway:
                     return await self._models(scope, send)
                 if path.startswith("/v1/models/"):
                     return await self._model(scope, send, path[len("/v1/models/") :])
+                if path.startswith("/admin/"):
+                    return await self._admin(scope, send, path)
             raise NotFound(f"Unknown endpoint: {method} {path}")
         except ClientGone:
             return
@@ -278,6 +280,42 @@ class Gateway:
         except AllTargetsFailed as err:
             ctx.finish(err.status, err.flag)
             await self._error(send, OPENAI_CHAT, err)
+
+    async def _admin(self, scope: Scope, send: Send, path: str) -> None:
+        """Read-only operator views; the admin key only. Secrets are never shown."""
+        principal = self._authenticate(scope)
+        if not principal.admin:
+            raise PermissionDenied("The admin endpoints need the admin key.")
+        if path == "/admin/keys":
+            doc: dict[str, Any] = {
+                "data": [
+                    {
+                        "name": k.name,
+                        "team": k.team,
+                        "models": k.models,
+                        "rpm": k.rpm,
+                        "tpm": k.tpm,
+                        "budget_usd": k.budget_usd,
+                    }
+                    for k in self.rt.config.keys
+                ]
+            }
+        elif path == "/admin/providers":
+            doc = {
+                "data": [
+                    {
+                        "name": up.name,
+                        "kind": up.kind,
+                        "region": up.region,
+                        "keys": len(up.keys),
+                        "keys_resting": up.keys.resting(),
+                    }
+                    for up in self.rt.upstreams.values()
+                ]
+            }
+        else:
+            raise NotFound(f"Unknown endpoint: GET {path}")
+        await respond(send, 200, _encode(doc))
 
     def _visible_models(self, principal: Principal) -> list[str]:
         names = list(self.rt.config.models)

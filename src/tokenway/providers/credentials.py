@@ -21,6 +21,11 @@ class KeyPool:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def resting(self) -> int:
+        """How many keys are resting now."""
+        now = time.monotonic()
+        return sum(1 for t in self._rest_until if t > now)
+
     def values(self) -> list[str]:
         return list(self._keys)
 
