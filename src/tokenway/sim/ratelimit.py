@@ -69,7 +69,9 @@ class SlidingWindow:
         if exceeded is None:
             entries.append((now, tokens))
             self._tokens += tokens
-        return Decision(exceeded is None, max(0.0, retry), exceeded, self._snapshot(rpm, tpm, now))
+        # `t + window - now` can come out a hair over the window in floating point
+        retry = min(max(0.0, retry), self.window_s)
+        return Decision(exceeded is None, retry, exceeded, self._snapshot(rpm, tpm, now))
 
     def peek(self, rpm: int | None, tpm: int | None) -> LimitSnapshot:
         """The current state without deciding on a request."""
@@ -79,6 +81,7 @@ class SlidingWindow:
 
     def _snapshot(self, rpm: int | None, tpm: int | None, now: float) -> LimitSnapshot:
         reset = self._entries[-1][0] + self.window_s - now if self._entries else 0.0
+        reset = min(max(0.0, reset), self.window_s)
         return LimitSnapshot(
             rpm=rpm,
             tpm=tpm,
