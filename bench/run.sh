@@ -9,7 +9,8 @@
 # the summary to bench/results/summary.json (see bench/README.md).
 #
 # Environment: GATEWAYS="tokenway portkey litellm" (order / subset), SWEEP=1 adds an open-loop
-# rate sweep per gateway (RATES as in peers.sh), PROFILE=0 skips the py-spy profile, SKIP_INSTALL=1.
+# rate sweep per gateway (RATES as in peers.sh), PROFILE=0 skips the py-spy profile, SKIP_INSTALL=1,
+# ROUNDS=N interleaved peak rounds after the main pass (default 3; 0 skips them).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PEERS="${PEERS:-$ROOT/../shared/bench/peers.sh}"
@@ -161,6 +162,21 @@ for gw in $GATEWAYS; do
   [ "$gw" = litellm ] || ttft "$gw"
   [ "$gw" != tokenway ] || profile
   signal_group STOP "$gw"
+done
+
+# Interleaved peak rounds: on a shared VM a neighbour's burst can land on one gateway's single
+# run and skew the ratio; alternating short runs and taking each gateway's median is steadier.
+rounds_gws=""
+for gw in $GATEWAYS; do [ "$gw" = litellm ] || rounds_gws="$rounds_gws $gw"; done
+rm -f "$RAW"/peak-round-*.txt
+for r in $(seq 1 "${ROUNDS:-3}"); do
+  for gw in $rounds_gws; do
+    signal_group CONT "$gw"
+    mapfile -d '' round_args < <(args_for "$gw" 18080 --header)
+    bash "$PEERS" peak "$(url_for "$gw")" "${round_args[@]}" >"$RAW/peak-round-$r-$gw.txt" 2>&1
+    echo "== round $r $gw: $(grep -E 'Requests/sec' "$RAW/peak-round-$r-$gw.txt")"
+    signal_group STOP "$gw"
+  done
 done
 
 {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from collections import Counter
 from pathlib import Path
@@ -133,8 +134,15 @@ def collect(raw: Path) -> dict[str, Any]:
         rss_idle = _read(raw / f"rss-idle-{gw}.txt")
         sweep_text = _read(raw / f"sweep-{gw}.jsonl")
         sweep = [json.loads(x) for x in (sweep_text or "").splitlines() if x.strip()]
+        rounds = [
+            parse_wrk(t)["ok_rps"]
+            for t in (_read(p) for p in sorted(raw.glob(f"peak-round-*-{gw}.txt")))
+            if t is not None
+        ]
         gws[gw] = {
             "peak": parse_wrk(peak_text),
+            "peak_rounds_ok_rps": rounds or None,
+            "peak_rounds_median_ok_rps": statistics.median(rounds) if rounds else None,
             "peak_stream": parse_wrk(stream_text) if stream_text else None,
             "overhead": _json(raw / f"overhead-{gw}.json"),
             "ttft": _json(raw / f"ttft-{gw}.json"),
@@ -155,6 +163,10 @@ def collect(raw: Path) -> dict[str, Any]:
             ratios[f"peak_tokenway_over_{peer}"] = _ratio(
                 tw["peak"]["rps"], gws[peer]["peak"]["rps"]
             )
+            if tw.get("peak_rounds_median_ok_rps") and gws[peer].get("peak_rounds_median_ok_rps"):
+                ratios[f"peak_rounds_median_tokenway_over_{peer}"] = _ratio(
+                    tw["peak_rounds_median_ok_rps"], gws[peer]["peak_rounds_median_ok_rps"]
+                )
             ts, ps = tw.get("peak_stream"), gws[peer].get("peak_stream")
             if ts and ps:
                 ratios[f"peak_stream_tokenway_over_{peer}"] = _ratio(
@@ -205,6 +217,7 @@ def table(s: dict[str, Any]) -> str:
             lambda g: g["peak"]["non_2xx"] + g["peak"]["socket_errors"],
             "d",
         ),
+        row("peak ok req/s, median of rounds", lambda g: g["peak_rounds_median_ok_rps"], ".0f"),
         row("peak ok req/s, streamed", lambda g: g["peak_stream"]["ok_rps"], ".0f"),
         row("  non-2xx answers, streamed", lambda g: g["peak_stream"]["non_2xx"], "d"),
         row("added latency p50 ms", lambda g: g["overhead"]["added_p50_ms"], ".3f"),
