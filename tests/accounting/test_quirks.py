@@ -7,6 +7,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from tokenway.accounting.prices import PriceBook
 from tokenway.config.schema import PriceConfig
 from tokenway.domain.types import Usage, UsageUpdate
@@ -236,3 +239,28 @@ def test_catalog_off_peak_window_and_long_prompt_tier() -> None:
         pb.cost("anthropic", "claude-sonnet-4-5", big)
         == (big.input_tokens * tier.input + 10 * tier.output) / M
     )
+
+
+_n = st.integers(min_value=0, max_value=2_000_000)
+
+
+@settings(max_examples=60, deadline=None)
+@given(prompt=_n, cached=_n, completion=_n, reasoning=_n, price=st.decimals(0, 100, places=3))
+def test_streamed_and_whole_delivery_cost_the_same(
+    prompt: int, cached: int, completion: int, reasoning: int, price: Decimal
+) -> None:
+    cached = min(cached, prompt)
+    reasoning = min(reasoning, completion)
+    whole, stream = openai_pair(
+        {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": reasoning},
+        }
+    )
+    pb = book(input=float(price), cache_read=float(price) / 2, output=float(price) * 4)
+    assert whole == stream
+    cost = pb.cost("p", "m", whole)
+    assert cost == pb.cost("p", "m", stream) and cost >= 0
