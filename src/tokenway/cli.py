@@ -148,6 +148,33 @@ def cmd_usage_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from tokenway.accounting.export import parse_since
+    from tokenway.accounting.ledger import read_requests
+    from tokenway.reports.spend import render_table, spend_report
+
+    config = _load(args.config)
+    since = parse_since(args.since) if args.since else None
+    until = parse_since(args.until) if args.until else None
+    try:
+        rows = read_requests(config.raw.storage.ledger, since)
+        groups, total = spend_report(rows, args.by, until)
+    except FileNotFoundError as exc:
+        print(f"tokenway report: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"tokenway report: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        doc = {"by": args.by, "groups": [g.to_dict() for g in groups], "total": total.to_dict()}
+        sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
+    else:
+        print(render_table(groups, total, args.by))
+    return 0
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     print(
@@ -187,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     s.add_argument("--since", help="RFC 3339 time, date, or relative like 24h / 7d")
     s.set_defaults(fn=cmd_usage_export)
+
+    s = sub.add_parser("report", help="spend, revenue, margin and cache hit rate by a dimension")
+    s.add_argument("--config")
+    s.add_argument("--since", help="RFC 3339 time, date, or relative like 24h / 7d")
+    s.add_argument("--until", help="RFC 3339 time, date, or relative like 1h")
+    s.add_argument(
+        "--by",
+        default="model",
+        choices=["key", "team", "model", "provider", "provider_model", "mode", "api", "status"],
+    )
+    s.add_argument("--format", choices=["table", "json"], default="table")
+    s.set_defaults(fn=cmd_report)
 
     c = sub.add_parser("config", help="config tools").add_subparsers(dest="verb", required=True)
     s = c.add_parser("check", help="validate a config file")

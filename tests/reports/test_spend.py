@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenway.accounting.ledger import RequestRow, open_ledger, read_requests
+from tokenway.domain.types import Usage
+from tokenway.reports.spend import render_table, spend_report
+
+
+def row(i: int, key: str, model: str, cost: str, revenue: str, cached: int = 0) -> RequestRow:
+    return RequestRow(
+        request_id=f"r{i}",
+        ts=1_764_000_000.0 + i,
+        key=key,
+        team=None,
+        model=model,
+        provider="p",
+        provider_model=model,
+        api="openai.chat",
+        mode="realtime",
+        stream=False,
+        status=200 if i % 5 else 502,
+        flag="OK",
+        usage=Usage(input_tokens=1000, cache_read_tokens=cached, output_tokens=100),
+        cost_usd=Decimal(cost),
+        revenue_usd=Decimal(revenue),
+        ttft_ms=None,
+        latency_ms=10.0,
+        attempts=[],
+    )
+
+
+async def write(url: str, rows: list[RequestRow]) -> None:
+    ledger = open_ledger(url)
+    await ledger.start()
+    for r in rows:
+        ledger.record(r)
+    await ledger.close()
+
+
+async def test_report_sums_exactly_and_groups(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    rows = [
+        row(
+            i,
+            "app" if i % 2 else "batch",
+            "m-a" if i % 3 else "m-b",
+            "0.000000123",
+            "0.0000002",
+            500,
+        )
+        for i in range(30)
+    ]
+    await write(url, rows)
+    groups, total = spend_report(read_requests(url), "key")
+    assert {g.name for g in groups} == {"app", "batch"}
+    assert total.requests == 30 and total.errors == 6
+    assert total.cost_usd == Decimal("0.000000123") * 30
+    assert sum((g.cost_usd for g in groups), Decimal(0)) == total.cost_usd
+    assert total.cache_hit_rate == 0.5
+    assert total.margin_usd == Decimal("0.000000077") * 30
+    text = render_table(groups, total, "key")
+    assert "total" in text and "50.0%" in text and "0.000003690" in text
+
+
+def test_unknown_dimension_is_refused() -> None:
+    with pytest.raises(ValueError, match="cannot group by"):
+        spend_report([], "colour")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.decimals(0, 1, places=9)), max_size=40)
+)
+def test_group_sums_equal_the_total(items: list[tuple[str, Decimal]]) -> None:
+    rows = [
+        {
+            "ts": 1.0,
+            "status": 200,
+            "model": m,
+            "input_tokens": 10,
+            "cache_read_tokens": 5,
+            "cache_write_tokens": 0,
+            "output_tokens": 1,
+            "reasoning_tokens": 0,
+            "cost_usd": c,
+            "revenue_usd": c * 2,
+        }
+        for m, c in items
+    ]
+    groups, total = spend_report(rows, "model")
+    assert sum((g.cost_usd for g in groups), Decimal(0)) == total.cost_usd
+    assert sum(g.requests for g in groups) == total.requests == len(items)
+
+
+def test_cli_report_json(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    asyncio.run(write(url, [row(i, "app", "m-a", "0.001", "0.0015") for i in range(1, 4)]))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"storage: {{ledger: '{url}'}}\n")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tokenway",
+            "report",
+            "--config",
+            str(cfg),
+            "--by",
+            "model",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["total"]["cost_usd"] == "0.003000000"
+    assert doc["groups"][0]["name"] == "m-a" and doc["groups"][0]["margin_usd"] == "0.001500000"
