@@ -160,6 +160,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     until = parse_since(args.until) if args.until else None
     try:
         rows = read_requests(config.raw.storage.ledger, since)
+        if args.context:
+            from tokenway.reports.context import context_use, render_context
+
+            windows = {m.name: m.context_window for m in config.models.values()}
+            uses = context_use(rows, windows)
+            if args.format == "json":
+                sys.stdout.write(msgspec.json.encode(uses).decode() + "\n")
+            else:
+                print(render_context(uses))
+            return 0
         groups, total = spend_report(rows, args.by, until)
     except FileNotFoundError as exc:
         print(f"tokenway report: {exc}", file=sys.stderr)
@@ -225,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["key", "team", "model", "provider", "provider_model", "mode", "api", "status"],
     )
     s.add_argument("--format", choices=["table", "json"], default="table")
+    s.add_argument(
+        "--context", action="store_true", help="context-window use per model instead of spend"
+    )
     s.set_defaults(fn=cmd_report)
 
     c = sub.add_parser("config", help="config tools").add_subparsers(dest="verb", required=True)

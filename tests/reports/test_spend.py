@@ -128,3 +128,23 @@ def test_cli_report_json(tmp_path: Path) -> None:
     doc = json.loads(out.stdout)
     assert doc["total"]["cost_usd"] == "0.003000000"
     assert doc["groups"][0]["name"] == "m-a" and doc["groups"][0]["margin_usd"] == "0.001500000"
+
+
+def test_context_window_use_and_smaller_models_that_fit() -> None:
+    from tokenway.reports.context import context_use, render_context
+
+    rows = [
+        {"model": "big", "status": 200, "input_tokens": n} for n in [*range(100, 10_100, 100)]
+    ] + [{"model": "big", "status": 502, "input_tokens": 999_999}]
+    uses = context_use(rows, {"big": 200_000, "small": 16_000, "tiny": 4_000, "other": None})
+    (u,) = uses
+    assert (u.requests, u.p50_tokens, u.p90_tokens, u.p99_tokens, u.max_tokens) == (
+        100,
+        5000,
+        9000,
+        9900,
+        10_000,
+    )
+    assert u.p99_share == 9900 / 200_000
+    assert u.fits == ["small"]
+    assert "small" in render_context(uses)
