@@ -170,6 +170,16 @@ def cmd_report(args: argparse.Namespace) -> int:
             else:
                 print(render_context(uses))
             return 0
+        if args.cache_margin:
+            from tokenway.accounting.prices import PriceBook
+            from tokenway.reports.cache_margin import margin_curves, render_curves
+
+            curves = margin_curves(rows, PriceBook(config.raw.prices))
+            if args.format == "json":
+                sys.stdout.write(msgspec.json.encode(curves).decode() + "\n")
+            else:
+                print(render_curves(curves))
+            return 0
         groups, total = spend_report(rows, args.by, until)
     except FileNotFoundError as exc:
         print(f"tokenway report: {exc}", file=sys.stderr)
@@ -237,6 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["table", "json"], default="table")
     s.add_argument(
         "--context", action="store_true", help="context-window use per model instead of spend"
+    )
+    s.add_argument(
+        "--cache-margin",
+        action="store_true",
+        help="per model, gross margin re-costed at 0-100%% prompt-cache hit rates",
     )
     s.set_defaults(fn=cmd_report)
 

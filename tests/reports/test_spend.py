@@ -148,3 +148,37 @@ def test_context_window_use_and_smaller_models_that_fit() -> None:
     assert u.p99_share == 9900 / 200_000
     assert u.fits == ["small"]
     assert "small" in render_context(uses)
+
+
+def test_margin_rises_with_the_cache_hit_rate() -> None:
+    from tokenway.accounting.prices import PriceBook
+    from tokenway.config.schema import PriceConfig
+    from tokenway.reports.cache_margin import margin_curves, render_curves
+
+    prices = PriceBook(
+        [PriceConfig(provider="p", model="m", input=1.0, cache_read=0.1, output=2.0)]
+    )
+    rows = [
+        {
+            "ts": 1_764_000_000.0,
+            "status": 200,
+            "model": "chat",
+            "provider": "p",
+            "provider_model": "m",
+            "input_tokens": 1_000_000,
+            "cache_read_tokens": 250_000,
+            "cache_write_tokens": 0,
+            "output_tokens": 100_000,
+            "reasoning_tokens": 0,
+            "cost_usd": Decimal("0.975"),
+            "revenue_usd": Decimal("1.5"),
+        }
+    ]
+    (c,) = margin_curves(rows, prices)
+    assert c.actual_hit_rate == 0.25
+    costs = [p.cost_usd for p in c.points]
+    assert costs[0] == Decimal("1.2") and costs[-1] == Decimal("0.3")  # 1M at 1.0 vs 0.1, +0.2 out
+    assert costs == sorted(costs, reverse=True)
+    # today's point lies on the curve: 25% hit rate re-costs to the recorded cost
+    assert c.points[0].margin_usd < c.revenue_usd - c.actual_cost_usd < c.points[-1].margin_usd
+    assert "hit  50%" in render_curves([c])
