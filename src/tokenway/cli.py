@@ -170,6 +170,21 @@ def cmd_report(args: argparse.Namespace) -> int:
             else:
                 print(render_context(uses))
             return 0
+        if args.html:
+            from tokenway.accounting.prices import PriceBook
+            from tokenway.reports.cache_margin import margin_curves
+            from tokenway.reports.context import context_use
+            from tokenway.reports.html import render_html
+
+            kept = [r for r in rows if until is None or float(r["ts"]) < until.timestamp()]
+            groups, total = spend_report(kept, "model")
+            curves = margin_curves(kept, PriceBook(config.raw.prices))
+            windows = {m.name: m.context_window for m in config.models.values()}
+            page = render_html(groups, total, curves, context_use(kept, windows))
+            with open(args.html, "w", encoding="utf-8") as fh:
+                fh.write(page)
+            print(f"wrote {args.html} ({total.requests} requests)")
+            return 0
         if args.cache_margin:
             from tokenway.accounting.prices import PriceBook
             from tokenway.reports.cache_margin import margin_curves, render_curves
@@ -253,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="per model, gross margin re-costed at 0-100%% prompt-cache hit rates",
     )
+    s.add_argument("--html", metavar="OUT", help="write a self-contained HTML report with charts")
     s.set_defaults(fn=cmd_report)
 
     c = sub.add_parser("config", help="config tools").add_subparsers(dest="verb", required=True)
