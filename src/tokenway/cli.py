@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--by",
         default="model",
-        choices=["key", "team", "model", "provider", "provider_model", "mode", "api", "status"],
+        help="key, team, model, provider, provider_model, mode, api, status, end_user, or "
+        "tag:NAME (default: model)",
     )
     s.add_argument("--format", choices=["table", "json"], default="table")
     s.add_argument(

@@ -9,6 +9,7 @@ import struct
 
 import httpx2 as httpx
 import openai
+import pytest
 
 from tokenway.accounting.export import export
 
@@ -204,3 +205,38 @@ def test_admin_endpoints_need_the_admin_key_and_show_no_secrets(stack: Stack) ->
     denied = httpx.get(stack.url + "/admin/keys", headers={"authorization": f"Bearer {KEY}"})
     assert denied.status_code == 403
     assert httpx.get(stack.url + "/admin/keys").status_code == 401
+
+
+def test_attribution_end_user_and_tags_reach_the_ledger(stack: Stack) -> None:
+    r = oai(stack).chat.completions.with_raw_response.create(
+        model="m-anthropic",
+        messages=[{"role": "user", "content": "hi"}],
+        user="u-42",
+        metadata={"feature": "search"},
+        extra_headers={"x-tokenway-tags": "tenant=acme, feature=summarise"},
+    )
+    row = rows(stack)[r.headers["x-tokenway-request-id"]]
+    assert row["end_user"] == "u-42"
+    assert row["tags"] == {"feature": "summarise", "tenant": "acme"}
+    m = (
+        clients_for(stack)
+        .anthropic()
+        .messages.with_raw_response.create(
+            model="m-openai",
+            max_tokens=10,
+            messages=[{"role": "user", "content": "hi"}],
+            metadata={"user_id": "u-7"},
+        )
+    )
+    assert rows(stack)[m.headers["x-tokenway-request-id"]]["end_user"] == "u-7"
+    with pytest.raises(openai.BadRequestError, match="x-tokenway-tags"):
+        oai(stack).chat.completions.create(
+            model="m-openai",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-tokenway-tags": "no-equals-sign"},
+        )
+    from tokenway.accounting.ledger import read_requests
+    from tokenway.reports.spend import spend_report
+
+    groups, _ = spend_report(read_requests(stack.config.raw.storage.ledger), "tag:tenant")
+    assert "acme" in {g.name for g in groups}

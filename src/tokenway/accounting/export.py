@@ -47,6 +47,8 @@ EXPORT_FIELDS: tuple[str, ...] = (
     "usage_source",
     "cache_write_1h_tokens",
     "service_tier",
+    "end_user",
+    "tags",
 )
 
 _NINE = Decimal("1e-9")
@@ -132,4 +134,6 @@ def _csv_cell(value: Any) -> Any:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
     return value

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import queue
 import sqlite3
@@ -88,6 +89,10 @@ class RequestRow(msgspec.Struct, kw_only=True):
     ttft_ms: float | None = None
     latency_ms: float
     attempts: list[AttemptRow] = msgspec.field(default_factory=list)
+    end_user: str | None = None
+    """The end user the client named (OpenAI `user`, Anthropic `metadata.user_id`)."""
+    tags: dict[str, str] | None = None
+    """Attribution tags from `x-tokenway-tags` and the request's `metadata`."""
 
 
 class Ledger(Protocol):
@@ -336,6 +341,8 @@ def _request_params(row: RequestRow) -> dict[str, Any]:
         "ttft_ms": row.ttft_ms,
         "latency_ms": float(row.latency_ms),
         "attempts": len(row.attempts),
+        "end_user": row.end_user,
+        "tags": json.dumps(row.tags, sort_keys=True, separators=(",", ":")) if row.tags else None,
     }
 
 
@@ -370,6 +377,8 @@ def _decode(columns: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]
             out[money] = Decimal(out[money])
     if "stream" in out:
         out["stream"] = bool(out["stream"])
+    if out.get("tags"):
+        out["tags"] = json.loads(out["tags"])
     return out
 
 

@@ -83,6 +83,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS attempts_ts ON attempts (ts)",
         ),
     ),
+    Migration(
+        2,
+        "attribution: end user and tags",
+        (
+            "ALTER TABLE requests ADD COLUMN end_user TEXT",
+            "ALTER TABLE requests ADD COLUMN tags TEXT",
+        ),
+    ),
 )
 
 CREATE_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -121,6 +129,8 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "ttft_ms",
     "latency_ms",
     "attempts",
+    "end_user",
+    "tags",
 )
 
 ATTEMPT_COLUMNS: tuple[str, ...] = (

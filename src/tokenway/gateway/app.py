@@ -45,6 +45,7 @@ from tokenway.gateway.asgi import (
     read_body,
     respond,
 )
+from tokenway.gateway.attribution import end_user, parse_tags
 from tokenway.gateway.context import RequestContext
 from tokenway.runtime import Runtime
 from tokenway.telemetry.log import log
@@ -217,6 +218,7 @@ class Gateway:
         body = await read_body(scope, receive, self.max_body)
         raw = parse_json(body)
         targets = self._targets(principal, raw.get("model"), "chat")
+        tags = parse_tags(header(scope, b"x-tokenway-tags"), raw.get("metadata"))
         try:
             req = api.parse_request(raw)
         except Unsupported as exc:
@@ -234,6 +236,8 @@ class Gateway:
         room, held = self.rt.limiter.admit(principal, est + (req.max_tokens or 0))
         rid = new_request_id()
         ctx = RequestContext(self.rt, rid, api.label, principal, req.model)
+        ctx.user = end_user(req.user)
+        ctx.tags = tags
         fwd: dict[str, str] = {}
         for k, v in scope["headers"]:
             if k in api.forward_headers:
@@ -272,9 +276,11 @@ class Gateway:
         body = await read_body(scope, receive, self.max_body)
         raw = parse_json(body)
         targets = self._targets(principal, raw.get("model"), "embedding")
+        tags = parse_tags(header(scope, b"x-tokenway-tags"), raw.get("metadata"))
         ctx = RequestContext(
             self.rt, new_request_id(), "openai.embeddings", principal, raw["model"]
         )
+        ctx.user, ctx.tags = end_user(raw.get("user")), tags
         try:
             await embeddings.handle(ctx, raw, targets, send)
         except AllTargetsFailed as err:

@@ -37,8 +37,10 @@ class RequestContext:
         "started",
         "stream",
         "t0",
+        "tags",
         "ttft_s",
         "usage",
+        "user",
     )
 
     def __init__(
@@ -59,6 +61,8 @@ class RequestContext:
         self.usage: Usage | None = None
         self.ttft_s: float | None = None
         self.stream = False
+        self.user: str | None = None
+        self.tags: dict[str, str] | None = None
 
     def attempt_ok(
         self, provider: str, model: str, usage: Usage, started: float, ttft_s: float | None
@@ -151,6 +155,8 @@ class RequestContext:
             ttft_ms=None if self.ttft_s is None else self.ttft_s * 1000.0,
             latency_ms=latency * 1000.0,
             attempts=self.attempts,
+            end_user=self.user,
+            tags=self.tags,
         )
         self.rt.ledger.record(row)
         self.rt.metrics.observe(

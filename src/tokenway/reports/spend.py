@@ -13,7 +13,18 @@ from typing import Any
 
 import msgspec
 
-DIMENSIONS = ("key", "team", "model", "provider", "provider_model", "mode", "api", "status")
+DIMENSIONS = (
+    "key",
+    "team",
+    "model",
+    "provider",
+    "provider_model",
+    "mode",
+    "api",
+    "status",
+    "end_user",
+)
+TAG_PREFIX = "tag:"  # `--by tag:tenant` groups by the value of the row's `tenant` tag
 
 
 class Group(msgspec.Struct, kw_only=True):
@@ -68,15 +79,19 @@ def spend_report(
     rows: Iterable[dict[str, Any]], by: str, until: datetime | None = None
 ) -> tuple[list[Group], Group]:
     """Groups by `by` (most costly first) and their total."""
-    if by not in DIMENSIONS:
-        raise ValueError(f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)}")
+    tag = by[len(TAG_PREFIX) :] if by.startswith(TAG_PREFIX) else None
+    if by not in DIMENSIONS and not tag:
+        raise ValueError(
+            f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)} or tag:NAME"
+        )
     limit = until.timestamp() if until is not None else None
     groups: dict[str, Group] = {}
     total = Group(name="total")
     for row in rows:
         if limit is not None and float(row["ts"]) >= limit:
             continue
-        name = str(row.get(by) if row.get(by) is not None else "-")
+        value = (row.get("tags") or {}).get(tag) if tag else row.get(by)
+        name = str(value if value is not None else "-")
         g = groups.get(name)
         if g is None:
             g = groups[name] = Group(name=name)
