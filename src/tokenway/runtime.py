@@ -12,6 +12,7 @@ from typing import Any
 
 from tokenway.accounting.ledger import Ledger, open_ledger
 from tokenway.accounting.prices import PriceBook
+from tokenway.accounting.revenue import Plans
 from tokenway.auth.keys import KeyStore
 from tokenway.config.load import Config
 from tokenway.domain.types import ChatRequest
@@ -31,6 +32,7 @@ class Runtime:
         self.keys = KeyStore(config.keys, config.raw.admin_key)
         self.limiter = MemoryLimiter()
         self.prices = PriceBook(config.raw.prices)
+        self.plans = Plans(config.plans, self.prices)
         self.metrics = Metrics()
         self.ledger: Ledger = open_ledger(config.raw.storage.ledger)
         self.upstreams: dict[str, Upstream] = {}

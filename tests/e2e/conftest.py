@@ -14,6 +14,7 @@ KEY = "sk-test-app"
 LIMITED_KEY = "sk-test-limited"
 NARROW_KEY = "sk-test-narrow"
 UPSTREAM_KEY = "sk-upstream-secret-value"
+PLANNED_KEY = "sk-test-planned"
 
 
 def stack_doc(ledger: Path) -> dict[str, Any]:
@@ -119,7 +120,9 @@ def stack_doc(ledger: Path) -> dict[str, Any]:
             {"name": "app", "key": KEY},
             {"name": "limited", "key": LIMITED_KEY, "rpm": 2},
             {"name": "narrow", "key": NARROW_KEY, "models": ["m-openai"]},
+            {"name": "planned", "key": PLANNED_KEY, "plan": "resale"},
         ],
+        "plans": [{"name": "resale", "markup": 0.5}],
     }
 
 

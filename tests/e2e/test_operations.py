@@ -195,7 +195,7 @@ def test_admin_endpoints_need_the_admin_key_and_show_no_secrets(stack: Stack) ->
     r = httpx.get(stack.url + "/admin/keys", headers={"authorization": "Bearer sk-test-admin"})
     assert r.status_code == 200
     names = [k["name"] for k in r.json()["data"]]
-    assert names == ["app", "limited", "narrow"]
+    assert names == ["app", "limited", "narrow", "planned"]
     assert "sk-test" not in r.text
     providers = httpx.get(
         stack.url + "/admin/providers", headers={"x-api-key": "sk-test-admin"}
@@ -240,3 +240,15 @@ def test_attribution_end_user_and_tags_reach_the_ledger(stack: Stack) -> None:
 
     groups, _ = spend_report(read_requests(stack.config.raw.storage.ledger), "tag:tenant")
     assert "acme" in {g.name for g in groups}
+
+
+def test_plan_markup_sets_revenue_on_the_row(stack: Stack) -> None:
+    from decimal import Decimal
+
+    from .conftest import PLANNED_KEY
+
+    r = oai(stack, PLANNED_KEY).chat.completions.with_raw_response.create(
+        model="m-openai", messages=[{"role": "user", "content": "resell me"}]
+    )
+    row = rows(stack)[r.headers["x-tokenway-request-id"]]
+    assert Decimal(row["revenue_usd"]) == Decimal(row["cost_usd"]) * Decimal("1.5") > 0

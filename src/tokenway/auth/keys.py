@@ -27,6 +27,7 @@ class KeyStore:
                 rpm=k.rpm,
                 tpm=k.tpm,
                 budget_usd=k.budget_usd,
+                plan=k.plan,
             )
         self._admin = _digest(admin_key) if admin_key else None
 

@@ -17,6 +17,7 @@ import yaml
 from tokenway.config.schema import (
     KeyConfig,
     ModelConfig,
+    PlanConfig,
     ProviderConfig,
     RawConfig,
 )
@@ -75,6 +76,7 @@ class Config:
         self.providers: dict[str, ProviderConfig] = {}
         self.models: dict[str, ModelConfig] = {}
         self.keys: list[KeyConfig] = list(raw.keys)
+        self.plans: dict[str, PlanConfig] = {}
         self._validate()
         host, _, port = raw.listen.rpartition(":")
         self.host = host.strip("[]") or "127.0.0.1"
@@ -116,6 +118,12 @@ class Config:
         for i, pr in enumerate(raw.prices):
             if pr.provider not in self.providers:
                 raise ConfigError(f"prices[{i}].provider: unknown provider {pr.provider!r}")
+        for i, plan in enumerate(raw.plans):
+            if plan.name in self.plans:
+                raise ConfigError(f"plans[{i}].name: duplicate plan {plan.name!r}")
+            if plan.markup < -1:
+                raise ConfigError(f"plans[{i}].markup: must be at least -1")
+            self.plans[plan.name] = plan
         names: set[str] = set()
         secrets: set[str] = set()
         for i, k in enumerate(raw.keys):
@@ -127,6 +135,8 @@ class Config:
                 raise ConfigError(f"keys[{i}].key: empty")
             names.add(k.name)
             secrets.add(k.key)
+            if k.plan is not None and k.plan not in self.plans:
+                raise ConfigError(f"keys[{i}].plan: unknown plan {k.plan!r}")
             for j, model in enumerate(k.models or []):
                 if model not in self.models:
                     raise ConfigError(f"keys[{i}].models[{j}]: unknown model {model!r}")

@@ -70,9 +70,32 @@ class PriceConfig(Strict):
     effective_from: str | None = None
 
 
+class PlanPrice(Strict):
+    """A per-model line of a price sheet: what the client pays per 1M tokens of `model` (the
+    name clients send). Omitted `cache_read` bills cached tokens at `input`."""
+
+    model: str
+    input: float
+    output: float
+    cache_read: float | None = None
+    cache_write: float | None = None
+
+
+class PlanConfig(Strict):
+    """What a key is charged. Models on the sheet pay its prices; others pay the upstream cost
+    times `1 + markup`. Without `pass_cache_discount`, cached prompt tokens are charged as if
+    they were not cached (the margin of a good cache hit rate stays with the operator)."""
+
+    name: str
+    markup: float = 0.0
+    pass_cache_discount: bool = True
+    prices: list[PlanPrice] = msgspec.field(default_factory=list)
+
+
 class KeyConfig(Strict):
     name: str
     key: str
+    plan: str | None = None
     rpm: int | None = None
     tpm: int | None = None
     budget_usd: float | None = None
@@ -147,4 +170,5 @@ class RawConfig(Strict):
     models: list[ModelConfig] = msgspec.field(default_factory=list)
     prices: list[PriceConfig] = msgspec.field(default_factory=list)
     keys: list[KeyConfig] = msgspec.field(default_factory=list)
+    plans: list[PlanConfig] = msgspec.field(default_factory=list)
     sim: list[SimProviderConfig] = msgspec.field(default_factory=list)

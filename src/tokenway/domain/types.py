@@ -236,4 +236,5 @@ class Principal(msgspec.Struct, kw_only=True, frozen=True):
     rpm: int | None = None
     tpm: int | None = None
     budget_usd: float | None = None
+    plan: str | None = None
     admin: bool = False

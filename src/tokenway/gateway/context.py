@@ -133,7 +133,17 @@ class RequestContext:
         """Write the request row (off the hot path) and metrics."""
         latency = time.perf_counter() - self.t0
         usage = self.usage or Usage()
-        revenue = self.served_cost if status < 400 or flag in ("UC", "DC") else ZERO
+        served = status < 400 or flag in ("UC", "DC")
+        revenue = ZERO
+        if served and self.provider and self.provider_model and self.usage is not None:
+            revenue = self.rt.plans.revenue(
+                self.principal.plan,
+                self.model,
+                self.provider,
+                self.provider_model,
+                self.usage,
+                self.served_cost,
+            )
         provider = self.provider or (self.attempts[-1].provider if self.attempts else None)
         row = RequestRow(
             request_id=self.request_id,
