@@ -158,3 +158,10 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
 def test_workers_need_shared_state(tmp_path: Path) -> None:
     out = tokenway("serve", "--workers", "2", cwd=tmp_path)
     assert out.returncode == 2 and "redis" in out.stderr
+
+
+def test_unsupported_ledger_backend_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "pg.yaml"
+    cfg.write_text("storage: {ledger: 'postgresql://u@127.0.0.1:5432/test'}\n")
+    out = tokenway("serve", "--config", str(cfg), cwd=tmp_path)
+    assert out.returncode == 2 and "PostgreSQL" in out.stderr and "Traceback" not in out.stderr

@@ -288,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tokenway: config error: {exc}", file=sys.stderr)
         return 2
+    except NotImplementedError as exc:  # e.g. a PostgreSQL ledger before its backend lands
+        print(f"tokenway: {exc}", file=sys.stderr)
+        return 2
     return code
 
 
