@@ -89,6 +89,17 @@ class RateLimited(ClientError):
         self.retry_after_s = retry_after_s
 
 
+class BudgetExceeded(ClientError):
+    """A key's spend plus what is in flight would pass its budget; retrying will not help."""
+
+    status = 429
+    error_type = "insufficient_quota"
+    flag = "BUDGET"
+
+    def __init__(self, message: str):
+        super().__init__(message, code="insufficient_quota")
+
+
 class UpstreamError(TokenwayError):
     """One upstream attempt failed. `status` is the client status if it is the last word."""
 

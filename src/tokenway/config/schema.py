@@ -99,6 +99,8 @@ class KeyConfig(Strict):
     rpm: int | None = None
     tpm: int | None = None
     budget_usd: float | None = None
+    budget_period: Literal["total", "day", "month"] = "total"
+    budget_hard: bool = True
     models: list[str] | None = None
     team: str | None = None
 

@@ -26,6 +26,7 @@ from tokenway.domain.types import ChatRequest, Message, Principal, TextBlock
 from tokenway.errors import (
     AllTargetsFailed,
     BadRequest,
+    BudgetExceeded,
     ClientError,
     NotFound,
     PermissionDenied,
@@ -52,6 +53,10 @@ from tokenway.telemetry.log import log
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
+
+
+# the output a request that sets no max_tokens is assumed to reach, for budget reservations
+DEFAULT_MAX_OUTPUT = 4096
 
 
 def passthrough_request(api: ClientApi, raw: dict[str, Any]) -> ChatRequest | None:
@@ -194,6 +199,8 @@ class Gateway:
         retry = getattr(err, "retry_after_s", None)
         if retry is not None:
             headers.append((b"retry-after", str(max(1, round(retry))).encode()))
+        if isinstance(err, BudgetExceeded):
+            headers.append((b"x-should-retry", b"false"))
         await respond(send, err.status, api.error_body(err), headers)
 
     def _authenticate(self, scope: Scope) -> Principal:
@@ -232,8 +239,18 @@ class Gateway:
             req, targets = opaque, same
         # Counting a long prompt costs real CPU on the event loop: only a TPM limit needs it
         # up front (an upstream that reports no usage is estimated after the fact).
-        est = await self._estimate(req, len(body)) if principal.tpm is not None else 0
+        budgeted = self.rt.budgets.has_budget(principal.name)
+        need_est = principal.tpm is not None or budgeted
+        est = await self._estimate(req, len(body)) if need_est else 0
         room, held = self.rt.limiter.admit(principal, est + (req.max_tokens or 0))
+        hold = None
+        if budgeted:
+            worst = self.rt.worst_case_usd(targets, est, req.max_tokens or DEFAULT_MAX_OUTPUT)
+            try:
+                hold = self.rt.budgets.admit(principal.name, worst)
+            except BudgetExceeded:
+                self.rt.limiter.settle(principal, held, 0)
+                raise
         rid = new_request_id()
         ctx = RequestContext(self.rt, rid, api.label, principal, req.model)
         ctx.user = end_user(req.user)
@@ -254,6 +271,7 @@ class Gateway:
         finally:
             actual = ctx.usage.total_tokens if ctx.usage is not None else 0
             self.rt.limiter.settle(principal, held, actual)
+            self.rt.budgets.settle(hold, ctx.cost)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._authenticate(scope)
