@@ -178,7 +178,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
             kept = [r for r in rows if until is None or float(r["ts"]) < until.timestamp()]
             groups, total = spend_report(kept, "model")
-            curves = margin_curves(kept, PriceBook(config.raw.prices))
+            curves = margin_curves(kept, PriceBook(config.raw.prices, fx=config.raw.fx))
             windows = {m.name: m.context_window for m in config.models.values()}
             page = render_html(groups, total, curves, context_use(kept, windows))
             with open(args.html, "w", encoding="utf-8") as fh:
@@ -189,7 +189,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             from tokenway.accounting.prices import PriceBook
             from tokenway.reports.cache_margin import margin_curves, render_curves
 
-            curves = margin_curves(rows, PriceBook(config.raw.prices))
+            curves = margin_curves(rows, PriceBook(config.raw.prices, fx=config.raw.fx))
             if args.format == "json":
                 sys.stdout.write(msgspec.json.encode(curves).decode() + "\n")
             else:
@@ -256,9 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--until", help="RFC 3339 time, date, or relative like 1h")
     s.add_argument(
         "--by",
-        default="model",
-        help="key, team, model, provider, provider_model, mode, api, status, end_user, or "
-        "tag:NAME (default: model)",
+        default="model,mode",
+        help="key, team, model, provider, provider_model, mode, api, status, end_user, task, "
+        "or tag:NAME; several separated by commas split each figure (default: model,mode)",
     )
     s.add_argument("--format", choices=["table", "json"], default="table")
     s.add_argument(

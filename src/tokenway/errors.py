@@ -14,6 +14,8 @@
         ├── UpstreamTimeout       locally originated: no answer in time    (retryable)
         ├── TargetUnsuitable      this target cannot take the request; nothing was sent
         ├── UpstreamStreamCut     the stream broke after bytes went out    (not retryable)
+        ├── NoCapacity            nothing could be sent: breakers open, no headroom, retry
+                                  budget or deadline spent (503; 429 if only rate limits)
         └── UpstreamStatus        the provider answered with an error status;
                                   retryable for 408, 409, 429 and 5xx, not for other 4xx
     AllTargetsFailed              every target of a model failed; carries errors by target
@@ -164,14 +166,42 @@ class UpstreamStatus(UpstreamError):
             self.flag = "U4XX"
 
 
+class NoCapacity(UpstreamError):
+    """No attempt could be (re)sent: breakers open, no headroom, the retry budget or the
+    deadline spent. 503, or 429 when the only obstacle is providers' rate limits."""
+
+    status = 503
+    error_type = "api_error"
+
+    def __init__(
+        self, message: str, *, flag: str = "UH", retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.flag = flag
+        self.retry_after_s = retry_after_s
+        if flag == "URL":
+            self.status, self.error_type = 429, "rate_limit_error"
+
+
+# Failures on the providers' side: when every target ended in one, the service is unavailable.
+_UNAVAILABLE = frozenset({"UF", "UT", "U5XX", "UH", "URX", "DL", "UAUTH"})
+
+
 class AllTargetsFailed(TokenwayError):
-    """Every target tried for a request failed. The last error decides the client status."""
+    """Every target tried for a request failed. The last error decides the client status,
+    except that a request every target failed on its own side (down, timing out, 5xx, no
+    capacity left) is a 503 Service Unavailable."""
 
     def __init__(self, errors: list[tuple[str, UpstreamError]]):
-        last = errors[-1][1] if errors else UpstreamError("no target available")
-        super().__init__(last.message)
+        last = errors[-1][1] if errors else NoCapacity("no target available")
+        labels = ", ".join(dict.fromkeys(label for label, _ in errors))
+        super().__init__(last.message if len(errors) < 2 else f"{last.message} (tried {labels})")
         self.errors = errors
         self.status = last.status
         self.error_type = last.error_type
         self.flag = last.flag
         self.retry_after_s = getattr(last, "retry_after_s", None)
+        if errors and all(e.flag in _UNAVAILABLE for _, e in errors):
+            self.status, self.error_type = 503, "api_error"
+            waits = [w for _, e in errors if (w := getattr(e, "retry_after_s", None))]
+            self.retry_after_s = min(waits) if waits else 1.0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,12 +19,15 @@ from tokenway.accounting.prices import PriceBook
 from tokenway.accounting.revenue import Plans
 from tokenway.auth.keys import KeyStore
 from tokenway.config.load import Config
+from tokenway.config.schema import ModelConfig, TargetConfig
 from tokenway.domain.types import ChatRequest
 from tokenway.execution.failover import Target
 from tokenway.limits.budget import BudgetBook
 from tokenway.limits.memory import MemoryLimiter
 from tokenway.providers.h1 import H1Pool
 from tokenway.providers.upstream import Upstream
+from tokenway.routing.router import Route
+from tokenway.routing.state import RoutingState
 from tokenway.telemetry.log import log
 from tokenway.telemetry.metrics import Metrics
 from tokenway.tokens import count_request
@@ -35,21 +40,30 @@ class Runtime:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.keys = KeyStore(config.keys, config.raw.admin_key)
+        self.keys = KeyStore(config.keys, config.raw.admin_key, config.teams)
         self.limiter = MemoryLimiter()
-        self.budgets = BudgetBook(config.keys, warn=_budget_warning)
-        self.prices = PriceBook(config.raw.prices)
-        self.plans = Plans(config.plans, self.prices)
         self.metrics = Metrics()
+        # Wall-clock time in epoch seconds: request timestamps, the prices in force and budget
+        # periods all read it, so a test or a replay can run a day of traffic in seconds.
+        self.now: Callable[[], float] = time.time
+        self.budgets = BudgetBook(
+            config.keys,
+            config.raw.teams,
+            clock=lambda: datetime.fromtimestamp(self.now(), UTC),
+            warn=self._budget_warning,
+        )
+        self.prices = PriceBook(config.raw.prices, fx=config.raw.fx)
+        self.plans = Plans(config.plans, self.prices)
         self.ledger: Ledger = open_ledger(config.raw.storage.ledger)
         self.upstreams: dict[str, Upstream] = {}
+        # Each model's default targets, and its routes: by task class, None for the default.
         self.targets: dict[str, list[Target]] = {}
+        self.routes: dict[str, dict[str | None, Route]] = {}
+        self.routing = RoutingState(config.raw.routing, self.metrics)
         self.sims: dict[str, Any] = {}
         self.pool = H1Pool()
         self.ready = False
         self.draining = False
-        # pause between fallbacks; routing under SLA replaces this with backoff and budgets
-        self.retry_pause = 0.0
         self.started_at = time.time()
 
     def _seed_budgets(self) -> None:
@@ -60,6 +74,45 @@ class Runtime:
         except FileNotFoundError:
             rows = []
         self.budgets.seed(rows)
+
+    def _route(
+        self,
+        targets: list[TargetConfig],
+        policy: str,
+        timeout_ms: int | None,
+        model: ModelConfig,
+    ) -> Route:
+        built = []
+        for t in targets:
+            target = Target(
+                self.upstreams[t.provider],
+                t.model,
+                weight=t.weight,
+                context_window=t.context_window,
+                capabilities=frozenset(t.capabilities) if t.capabilities is not None else None,
+            )
+            if t.limits is not None:
+                self.routing.headroom.configure(target.label, t.limits.rpm, t.limits.tpm)
+            built.append(target)
+        ms = timeout_ms if timeout_ms is not None else self.config.raw.routing.timeout_ms
+        return Route(built, policy, ms / 1000.0, model.context_window)
+
+    def expected_cost(self, t: Target, hit_rate: float, prompt: int, output: int) -> Decimal | None:
+        """What a request is expected to cost at `t`, with `hit_rate` of its prompt cached."""
+        price = self.prices.price(t.upstream.name, t.model)
+        if price is None:
+            return None
+        p = price.for_prompt(prompt)
+        cached = Decimal(str(hit_rate)) * prompt
+        return ((prompt - cached) * p.input + cached * p.cache_read + output * p.output) / _MILLION
+
+    def _budget_warning(self, account: str, message: str) -> None:
+        # A soft budget admits the request; the operator hears of it once per period.
+        scope = "end_user" if "/user:" in account else account.split(":", 1)[0]
+        self.metrics.budget_warnings.labels(scope).inc()
+        log.warning(
+            "soft budget exceeded", extra={"fields": {"account": account, "detail": message}}
+        )
 
     def worst_case_usd(self, targets: list[Target], prompt: int, output: int) -> Decimal:
         """The most a request could cost: its prompt and full output at the dearest target."""
@@ -85,10 +138,16 @@ class Runtime:
             if base.startswith("sim://"):
                 base = self.sims[base[6:]].base_url
             self.upstreams[name] = Upstream(p, base, self.pool)
-        self.targets = {
-            name: [Target(self.upstreams[t.provider], t.model) for t in m.targets]
-            for name, m in self.config.models.items()
-        }
+            self.upstreams[name].on_answer = self.routing.headroom.observe
+            if p.limits is not None:
+                self.routing.headroom.configure(name, p.limits.rpm, p.limits.tpm)
+        for name, m in self.config.models.items():
+            self.routes[name] = {None: self._route(m.targets, m.policy, m.timeout_ms, m)}
+            for task, tr in m.tasks.items():
+                self.routes[name][task] = self._route(
+                    tr.targets, tr.policy or m.policy, tr.timeout_ms or m.timeout_ms, m
+                )
+            self.targets[name] = self.routes[name][None].targets
         await self.ledger.start()
         if self.budgets.has_any():
             await asyncio.to_thread(self._seed_budgets)
@@ -105,7 +164,3 @@ class Runtime:
         self.pool.close()
         for sim in self.sims.values():
             await sim.close()
-
-
-def _budget_warning(key: str, message: str) -> None:
-    log.warning("soft budget exceeded", extra={"fields": {"key": key, "detail": message}})

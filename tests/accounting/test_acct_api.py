@@ -39,6 +39,7 @@ def test_signatures() -> None:
         "usage",
         "at",
         "batch",
+        "mode",
     ]
     assert list(inspect.signature(export.export).parameters) == ["url", "fmt", "since", "out"]
     assert list(inspect.signature(ledger.read_requests).parameters) == ["url", "since"]

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tokenway.accounting.export import export
+from tokenway.routing.health import Breakers
 
 from .conftest import KEY, clients_for
 from .stack import Stack
@@ -29,6 +30,8 @@ def rows(stack: Stack) -> dict[str, dict[str, object]]:
 
 
 def test_failover_to_next_target_and_ledger(stack: Stack) -> None:
+    # Earlier tests may have ejected the dead target; with a fresh breaker it is tried first.
+    stack.rt.routing.breakers = Breakers(stack.rt.config.raw.routing.breaker)
     r = oai(stack).chat.completions.with_raw_response.create(
         model="m-failover", messages=[{"role": "user", "content": "hi"}]
     )
@@ -218,6 +221,23 @@ def test_attribution_end_user_and_tags_reach_the_ledger(stack: Stack) -> None:
     row = rows(stack)[r.headers["x-tokenway-request-id"]]
     assert row["end_user"] == "u-42"
     assert row["tags"] == {"feature": "summarise", "tenant": "acme"}
+    assert row["task"] is None
+    t = oai(stack).chat.completions.with_raw_response.create(
+        model="m-openai",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-tokenway-task": "triage"},
+    )
+    assert rows(stack)[t.headers["x-tokenway-request-id"]]["task"] == "triage"
+    e = oai(stack).embeddings.with_raw_response.create(
+        model="e-openai", input="x", extra_body={"metadata": {"task": "index"}}
+    )
+    assert rows(stack)[e.headers["x-tokenway-request-id"]]["task"] == "index"
+    with pytest.raises(openai.BadRequestError, match="x-tokenway-task"):
+        oai(stack).chat.completions.create(
+            model="m-openai",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-tokenway-task": "t" * 200},
+        )
     m = (
         clients_for(stack)
         .anthropic()

@@ -63,6 +63,9 @@ def png_colours(path: Path) -> set[tuple[int, ...]]:
     return colours
 
 
+DAY_START = 1_795_737_600.0  # 2026-11-27T00:00:00Z
+
+
 def mixed_doc(ledger: Path) -> dict[str, Any]:
     fast = {"ttft_ms": 1, "tokens_per_s": 5000, "output_tokens": 20}
     return {
@@ -97,17 +100,28 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, P
     s = Stack(mixed_doc(tmp / "ledger.db")).start()
     long_doc = " ".join(f"clause{i}" for i in range(400))
     oai, ant = clients_for(s).openai(), clients_for(s).anthropic()
+    # A simulated day: the gateway's clock steps 40 minutes per request through 2026-11-27.
+    step = iter(range(1000))
+    s.rt.now = lambda: DAY_START + next(step) * 2400.0
     for i in range(12):
         oai.chat.completions.create(
-            model="cheap", messages=[{"role": "user", "content": f"{long_doc} q{i}"}]
+            model="cheap",
+            messages=[{"role": "user", "content": f"{long_doc} q{i}"}],
+            extra_headers={"x-tokenway-task": "search"},
         )
         list(
             oai.chat.completions.create(
-                model="cheap", messages=[{"role": "user", "content": f"hi {i}"}], stream=True
+                model="cheap",
+                messages=[{"role": "user", "content": f"hi {i}"}],
+                stream=True,
+                extra_headers={"x-tokenway-task": "chat"},
             )
         )
         ant.messages.create(
-            model="strong", max_tokens=40, messages=[{"role": "user", "content": f"task {i}"}]
+            model="strong",
+            max_tokens=40,
+            messages=[{"role": "user", "content": f"task {i}"}],
+            extra_headers={"x-tokenway-task": "agent"},
         )
     s.flush()
     yield s, tmp
@@ -117,6 +131,11 @@ def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, P
 
 def test_html_report_renders_charts_with_data(traffic: tuple[Stack, Path]) -> None:
     stack, tmp = traffic
+    from tokenway.accounting.ledger import read_requests
+
+    stamps = sorted(float(r["ts"]) for r in read_requests(stack.config.raw.storage.ledger))
+    assert len(stamps) == 36 and DAY_START <= stamps[0] < stamps[-1] < DAY_START + 86400
+    assert stamps[-1] - stamps[0] > 23 * 3600  # the traffic spans the day
     cfg = tmp / "c.yaml"
     cfg.write_text(
         "storage: {ledger: '" + stack.config.raw.storage.ledger + "'}\n"

@@ -72,6 +72,27 @@ async def test_report_sums_exactly_and_groups(tmp_path: Path) -> None:
     assert "total" in text and "50.0%" in text and "0.000003690" in text
 
 
+async def test_split_by_task_and_mode_round_trips_the_ledger(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    rows = []
+    for i in range(12):
+        r = row(i + 1, "app", "m", "0.000000100", "0.000000150")
+        r.task = ["search", "summarise", None][i % 3]
+        r.mode = "batch" if i % 2 else "realtime"
+        rows.append(r)
+    await write(url, rows)
+    groups, total = spend_report(read_requests(url), "task,mode")
+    by_name = {g.name: g for g in groups}
+    assert set(by_name) == {
+        f"{t} / {m}" for t in ("search", "summarise", "-") for m in ("realtime", "batch")
+    }
+    assert all(g.requests == 2 for g in groups)
+    assert by_name["search / batch"].cost_usd == Decimal("0.0000002")
+    assert sum((g.margin_usd for g in groups), Decimal(0)) == total.margin_usd
+    with pytest.raises(ValueError, match="'tag:'"):
+        spend_report([], "task,tag:")
+
+
 def test_unknown_dimension_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot group by"):
         spend_report([], "colour")

@@ -49,6 +49,7 @@ EXPORT_FIELDS: tuple[str, ...] = (
     "service_tier",
     "end_user",
     "tags",
+    "task",
 )
 
 _NINE = Decimal("1e-9")

@@ -93,6 +93,8 @@ class RequestRow(msgspec.Struct, kw_only=True):
     """The end user the client named (OpenAI `user`, Anthropic `metadata.user_id`)."""
     tags: dict[str, str] | None = None
     """Attribution tags from `x-tokenway-tags` and the request's `metadata`."""
+    task: str | None = None
+    """The task class (`x-tokenway-task`, else the `task` tag)."""
 
 
 class Ledger(Protocol):
@@ -342,6 +344,7 @@ def _request_params(row: RequestRow) -> dict[str, Any]:
         "latency_ms": float(row.latency_ms),
         "attempts": len(row.attempts),
         "end_user": row.end_user,
+        "task": row.task,
         "tags": json.dumps(row.tags, sort_keys=True, separators=(",", ":")) if row.tags else None,
     }
 

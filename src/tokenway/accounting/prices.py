@@ -4,14 +4,22 @@ Prices come from two places:
 
 - the built-in catalog, the data snapshot bundled with the `genai-prices` package (read offline,
   never refreshed from the network), which knows effective dates, time-of-day discounts,
-  prompt-length tiers and service-tier variants;
+  prompt-length tiers and batch and service-tier variants;
 - `prices` entries of the config, which override the catalog field by field and may be
   effective-dated (`effective_from`), so a price change keeps its history.
 
 A config entry that omits a field takes it from the catalog when the catalog knows the model,
 else from `input` (no discount is assumed). Missing cache prices fall back in the chain
 `cache_write_1h` → `cache_write` → `input` and `cache_read` → `input`; a missing `output`
-falls back to `input`.
+falls back to `input`; a missing `cache_read_explicit` means explicit hits cost `cache_read`.
+
+A request is priced by what served it: its mode (`realtime`, `batch`, `async`) and the service
+tier the provider reported (`default`, `standard`, `auto` and none are the base price). For
+each of these the config entry's `multipliers` win; where it has none, the catalog's variant
+price (batch processing, a service tier) applies. A config entry's own `tiers` replace the
+catalog's prompt-length tiers, and its time-of-day `windows` multiply the result, whatever the
+catalog itself charges at that hour. A price field the entry sets wins over a catalog variant of
+that field, as ever: give `multipliers` to keep such a field discounted in batch or flex.
 
 Currencies: `fx` maps a currency code to its units per one US dollar (`{"CNY": Decimal("7.1")}`
 means 7.1 CNY buy one USD); a price in currency C is divided by `fx[C]`. Built-in defaults are
@@ -32,7 +40,7 @@ import msgspec
 from genai_prices import data_snapshot
 from genai_prices import types as gp
 
-from tokenway.config.schema import PriceConfig
+from tokenway.config.schema import BASE_TIERS, PriceConfig
 from tokenway.domain.types import Usage
 
 __all__ = ["DEFAULT_FX", "Price", "PriceBook", "PriceTier", "usage_cost"]
@@ -41,7 +49,10 @@ DEFAULT_FX: Mapping[str, Decimal] = {"USD": Decimal(1), "CNY": Decimal("7.1")}
 
 _MTOK = Decimal(1_000_000)
 _ZERO = Decimal(0)
+_ONE = Decimal(1)
 _FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h")
+# and the one a price may leave unset (None: explicit cache hits cost `cache_read`)
+_ALL_FIELDS = (*_FIELDS, "cache_read_explicit")
 _CATALOG_KEYS = {
     "input": "input_mtok",
     "output": "output_mtok",
@@ -60,10 +71,12 @@ class PriceTier(msgspec.Struct, frozen=True, kw_only=True):
     cache_read: Decimal
     cache_write: Decimal
     cache_write_1h: Decimal
+    cache_read_explicit: Decimal | None = None
 
 
 class Price(msgspec.Struct, frozen=True, kw_only=True):
-    """Decimal USD per 1M tokens. `cache_write` is the 5-minute TTL write price.
+    """Decimal USD per 1M tokens. `cache_write` is the 5-minute TTL write price;
+    `cache_read_explicit`, when set, prices reads from an explicitly created cache.
 
     `tiers`, ascending by threshold, hold prompt-length prices (a long prompt may cost more per
     token for the whole request); `for_prompt` picks the applicable one.
@@ -75,6 +88,7 @@ class Price(msgspec.Struct, frozen=True, kw_only=True):
     cache_write: Decimal
     cache_write_1h: Decimal
     tiers: tuple[PriceTier, ...] = ()
+    cache_read_explicit: Decimal | None = None
 
     def for_prompt(self, input_tokens: int) -> Price:
         """The flat price that applies to a request whose prompt has `input_tokens` tokens."""
@@ -84,11 +98,30 @@ class Price(msgspec.Struct, frozen=True, kw_only=True):
                 chosen = tier
         if chosen is None:
             return self if not self.tiers else msgspec.structs.replace(self, tiers=())
-        return Price(**{f: getattr(chosen, f) for f in _FIELDS})
+        return Price(**{f: getattr(chosen, f) for f in _ALL_FIELDS})
+
+    def scaled(self, factor: Decimal) -> Price:
+        """Every price, tiers included, times `factor` (a mode, tier or time-of-day multiplier)."""
+        if factor == _ONE:
+            return self
+        tiers = tuple(
+            PriceTier(above_input_tokens=t.above_input_tokens, **_times(t, factor))
+            for t in self.tiers
+        )
+        return Price(**_times(self, factor), tiers=tiers)
+
+
+def _times(price: Price | PriceTier, factor: Decimal) -> dict[str, Any]:
+    out: dict[str, Any] = {f: getattr(price, f) * factor for f in _FIELDS}
+    explicit = price.cache_read_explicit
+    out["cache_read_explicit"] = None if explicit is None else explicit * factor
+    return out
 
 
 def usage_cost(price: Price, usage: Usage) -> Decimal:
-    """Exact cost in USD of `usage` at `price` (tiers applied), never negative.
+    """Exact cost in USD of `usage` at `price` (tiers applied), never negative. Reads are
+    priced at `cache_read_explicit` when `usage.cache_explicit` says they hit an explicit cache
+    and the price has one.
 
     uncached input = input - cache_read - cache_write; 5-minute writes = cache_write minus
     one-hour writes; every count is clamped at zero so an inconsistent report cannot produce a
@@ -101,9 +134,12 @@ def usage_cost(price: Price, usage: Usage) -> Decimal:
     uncached = max(usage.input_tokens - cache_read - cache_write, 0)
     output = max(usage.output_tokens, 0)
     p = price.for_prompt(max(usage.input_tokens, 0))
+    read_price = p.cache_read
+    if usage.cache_explicit and p.cache_read_explicit is not None:
+        read_price = p.cache_read_explicit
     total = (
         uncached * p.input
-        + cache_read * p.cache_read
+        + cache_read * read_price
         + write_5m * p.cache_write
         + write_1h * p.cache_write_1h
         + output * p.output
@@ -111,9 +147,28 @@ def usage_cost(price: Price, usage: Usage) -> Decimal:
     return max(total / _MTOK, _ZERO)
 
 
+class _Window(msgspec.Struct, frozen=True):
+    """A daily UTC window in seconds of the day, `start` inclusive, `end` exclusive."""
+
+    start: int
+    end: int
+    multiplier: Decimal
+
+    def holds(self, moment: datetime) -> bool:
+        t = moment.astimezone(UTC)
+        second = t.hour * 3600 + t.minute * 60 + t.second
+        if self.start < self.end:
+            return self.start <= second < self.end
+        return second >= self.start or second < self.end  # wraps past midnight
+
+
 class _Override(msgspec.Struct, frozen=True):
     since: datetime | None
     fields: dict[str, Decimal]
+    # None keeps the catalog's prompt-length tiers; a tuple (maybe empty) replaces them.
+    tiers: tuple[tuple[int, dict[str, Decimal]], ...] | None = None
+    windows: tuple[_Window, ...] = ()
+    multipliers: dict[str, Decimal] = msgspec.field(default_factory=dict)
 
 
 class PriceBook:
@@ -124,7 +179,9 @@ class PriceBook:
     """
 
     def __init__(
-        self, overrides: Iterable[PriceConfig], fx: Mapping[str, Decimal] | None = None
+        self,
+        overrides: Iterable[PriceConfig],
+        fx: Mapping[str, Decimal | float] | None = None,
     ) -> None:
         rates = {k.upper(): v for k, v in DEFAULT_FX.items()}
         rates.update({k.upper(): _decimal(v) for k, v in (fx or {}).items()})
@@ -134,26 +191,34 @@ class PriceBook:
         for i, entry in enumerate(overrides):
             where = f"prices[{i}] ({entry.provider}/{entry.model})"
             rate = rates.get(entry.currency.upper())
-            if rate is None or rate <= 0:
+            if rate is None or not rate.is_finite() or rate <= 0:
                 raise ValueError(f"{where}: no exchange rate for currency {entry.currency!r}")
-            fields = {
-                f: _decimal(getattr(entry, f)) / rate
-                for f in _FIELDS
-                if getattr(entry, f) is not None
-            }
-            for name, value in fields.items():
-                if not value.is_finite() or value < 0:
-                    raise ValueError(f"{where}: {name} must be a non-negative number")
+            fields = _converted(entry, rate, where)
             known = self._catalog(entry.provider, entry.model, datetime.now(UTC), None, False)
             if "input" not in fields and known is None:
                 raise ValueError(
                     f"{where}: 'input' is required because the built-in catalog does not "
                     "know this model"
                 )
-            since = _parse_effective(entry.effective_from, where)
-            self._overrides.setdefault((entry.provider, entry.model), []).append(
-                _Override(since, fields)
+            tiers = None
+            if entry.tiers is not None:
+                tiers = tuple(
+                    (t.above_input_tokens, _converted(t, rate, f"{where}: tiers[{j}]"))
+                    for j, t in sorted(
+                        enumerate(entry.tiers), key=lambda jt: jt[1].above_input_tokens
+                    )
+                )
+            override = _Override(
+                since=_parse_effective(entry.effective_from, where),
+                fields=fields,
+                tiers=tiers,
+                windows=tuple(
+                    _Window(_seconds(w.start), _seconds(w.end), _decimal(w.multiplier))
+                    for w in entry.windows
+                ),
+                multipliers={k.lower(): _decimal(v) for k, v in entry.multipliers.items()},
             )
+            self._overrides.setdefault((entry.provider, entry.model), []).append(override)
         for history in self._overrides.values():
             history.sort(key=lambda o: o.since or datetime.min.replace(tzinfo=UTC))
 
@@ -165,14 +230,34 @@ class PriceBook:
         *,
         service_tier: str | None = None,
         batch: bool = False,
+        mode: str = "realtime",
     ) -> Price | None:
-        """The price in force at `at` (default now), or None when neither config nor catalog
-        knows the model. `service_tier` (as the provider reported it) and `batch` select the
-        catalog's variant prices where it has them."""
+        """The price in force at `at` (default now) for a request in `mode` (`realtime`,
+        `batch`, `async`; `batch=True` is `mode="batch"`) served at `service_tier` (as the
+        provider reported it), or None when neither config nor catalog knows the model."""
         when = _aware(at) if at is not None else datetime.now(UTC)
-        catalog = self._catalog(provider, model, when, service_tier, batch)
+        mode_key, tier = _selectors("batch" if batch else mode, service_tier)
         override = self._override_at(provider, model, when)
-        return _merge(override.fields if override else {}, catalog)
+        multipliers = override.multipliers if override else {}
+        # What the config prices with a multiplier is not also taken from a catalog variant.
+        catalog = self._catalog(
+            provider,
+            model,
+            when,
+            None if tier in multipliers else tier,
+            mode_key == "batch" and mode_key not in multipliers,
+        )
+        price = _merge(override, catalog)
+        if price is None or override is None:
+            return price
+        factor = _ONE
+        for key in dict.fromkeys((mode_key, tier)):  # in order: Decimal rounding is too
+            if key is not None and key in multipliers:
+                factor *= multipliers[key]
+        window = next((w for w in override.windows if w.holds(when)), None)
+        if window is not None:
+            factor *= window.multiplier
+        return price.scaled(factor)
 
     def cost(
         self,
@@ -182,9 +267,13 @@ class PriceBook:
         at: datetime | None = None,
         *,
         batch: bool = False,
+        mode: str = "realtime",
     ) -> Decimal:
-        """Exact USD cost of `usage`; zero when the model has no known price."""
-        price = self.price(provider, model, at, service_tier=usage.service_tier, batch=batch)
+        """Exact USD cost of `usage` for a request started at `at` in `mode`, at the service
+        tier the usage reports; zero when the model has no known price."""
+        price = self.price(
+            provider, model, at, service_tier=usage.service_tier, batch=batch, mode=mode
+        )
         if price is None:
             return _ZERO
         return usage_cost(price, usage)
@@ -222,7 +311,7 @@ class PriceBook:
         return None
 
     def _catalog(
-        self, provider: str, model: str, when: datetime, service_tier: str | None, batch: bool
+        self, provider: str, model: str, when: datetime, tier: str | None, batch: bool
     ) -> _Partial | None:
         found = self._lookup(provider, model)
         if found is None:
@@ -231,8 +320,8 @@ class PriceBook:
         context: dict[str, str] = {}
         # Variants belong to the provider that lists the model, not to a fallback provider.
         if any(m is info for m in owner.models):
-            if service_tier:
-                context["service_tier"] = service_tier
+            if tier:
+                context["service_tier"] = tier
             if batch:
                 context["processing"] = "batch"
         return _from_catalog(info.get_prices(when, context or None))
@@ -279,24 +368,57 @@ def _fill(fields: Mapping[str, Decimal]) -> dict[str, Decimal]:
     return out
 
 
-def _merge(fields: Mapping[str, Decimal], catalog: _Partial | None) -> Price | None:
-    """Override `fields` on top of the catalog's listed prices, then fill the gaps."""
+def _merge(override: _Override | None, catalog: _Partial | None) -> Price | None:
+    """The override's fields on top of the catalog's listed prices, gaps filled; the override's
+    tiers (omitted fields at the entry's base) replace the catalog's when it has any."""
+    fields = override.fields if override else {}
     base = {**(catalog.base if catalog else {}), **fields}
     if "input" not in base:
         return None
-    tiers = tuple(
-        PriceTier(above_input_tokens=start, **_fill({**listed, **fields}))
-        for start, listed in (catalog.tiers if catalog else ())
-    )
     filled = _fill(base)
-    return Price(
-        input=filled["input"],
-        output=filled["output"],
-        cache_read=filled["cache_read"],
-        cache_write=filled["cache_write"],
-        cache_write_1h=filled["cache_write_1h"],
-        tiers=tiers,
-    )
+    if override is not None and override.tiers is not None:
+        tiers = tuple(
+            PriceTier(above_input_tokens=start, **{**filled, **listed})
+            for start, listed in override.tiers
+        )
+    else:
+        tiers = tuple(
+            PriceTier(above_input_tokens=start, **_fill({**listed, **fields}))
+            for start, listed in (catalog.tiers if catalog else ())
+        )
+    return Price(**filled, tiers=tiers)
+
+
+def _selectors(mode: str, service_tier: str | None) -> tuple[str | None, str | None]:
+    """The mode and the served tier as multiplier keys, None where they are the base price.
+
+    A tier reported as `batch` (Anthropic's usage of a batch request) is the batch mode.
+    """
+    tier = (service_tier or "").lower() or None
+    mode_key: str | None = mode.lower()
+    if tier == "batch":
+        mode_key, tier = "batch", None
+    if mode_key in BASE_TIERS:
+        mode_key = None
+    if tier in BASE_TIERS:
+        tier = None
+    return mode_key, tier
+
+
+def _converted(entry: Any, rate: Decimal, where: str) -> dict[str, Decimal]:
+    """The price fields `entry` sets, in USD, each checked to be a non-negative number."""
+    fields = {
+        f: _decimal(getattr(entry, f)) / rate for f in _ALL_FIELDS if getattr(entry, f) is not None
+    }
+    for name, value in fields.items():
+        if not value.is_finite() or value < 0:
+            raise ValueError(f"{where}: {name} must be a non-negative number")
+    return fields
+
+
+def _seconds(hhmm: str) -> int:
+    hours, minutes = hhmm.split(":")
+    return int(hours) * 3600 + int(minutes) * 60
 
 
 def _decimal(value: float | int | str | Decimal) -> Decimal:

@@ -91,6 +91,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE requests ADD COLUMN tags TEXT",
         ),
     ),
+    Migration(
+        3,
+        "task class",
+        (
+            "ALTER TABLE requests ADD COLUMN task TEXT",
+            "CREATE INDEX IF NOT EXISTS requests_task_ts ON requests (task, ts)",
+        ),
+    ),
 )
 
 CREATE_MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -131,6 +139,7 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "attempts",
     "end_user",
     "tags",
+    "task",
 )
 
 ATTEMPT_COLUMNS: tuple[str, ...] = (

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 
-from tokenway.config.schema import KeyConfig
+from tokenway.config.schema import KeyConfig, TeamConfig
 from tokenway.domain.types import Principal
 from tokenway.errors import AuthenticationError
 
@@ -17,9 +18,15 @@ def _digest(secret: str) -> bytes:
 class KeyStore:
     """Looks a presented secret up by its SHA-256 digest."""
 
-    def __init__(self, keys: list[KeyConfig], admin_key: str | None = None) -> None:
+    def __init__(
+        self,
+        keys: list[KeyConfig],
+        admin_key: str | None = None,
+        teams: Mapping[str, TeamConfig] | None = None,
+    ) -> None:
         self._by_digest: dict[bytes, Principal] = {}
         for k in keys:
+            team = (teams or {}).get(k.team) if k.team is not None else None
             self._by_digest[_digest(k.key)] = Principal(
                 name=k.name,
                 team=k.team,
@@ -27,7 +34,9 @@ class KeyStore:
                 rpm=k.rpm,
                 tpm=k.tpm,
                 budget_usd=k.budget_usd,
-                plan=k.plan,
+                # A key's own plan wins over its team's.
+                plan=k.plan if k.plan is not None else (team.plan if team else None),
+                regions=frozenset(k.regions) if k.regions is not None else None,
             )
         self._admin = _digest(admin_key) if admin_key else None
 

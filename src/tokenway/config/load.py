@@ -6,6 +6,7 @@ Every error names the path of what is wrong, e.g.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from tokenway.config.schema import (
     PlanConfig,
     ProviderConfig,
     RawConfig,
+    TeamConfig,
 )
 
 
@@ -77,6 +79,7 @@ class Config:
         self.models: dict[str, ModelConfig] = {}
         self.keys: list[KeyConfig] = list(raw.keys)
         self.plans: dict[str, PlanConfig] = {}
+        self.teams: dict[str, TeamConfig] = {}
         self._validate()
         host, _, port = raw.listen.rpartition(":")
         self.host = host.strip("[]") or "127.0.0.1"
@@ -118,12 +121,22 @@ class Config:
         for i, pr in enumerate(raw.prices):
             if pr.provider not in self.providers:
                 raise ConfigError(f"prices[{i}].provider: unknown provider {pr.provider!r}")
+        for currency, rate in raw.fx.items():
+            if not (math.isfinite(rate) and rate > 0):
+                raise ConfigError(f"fx.{currency}: must be a positive number (units per USD)")
         for i, plan in enumerate(raw.plans):
             if plan.name in self.plans:
                 raise ConfigError(f"plans[{i}].name: duplicate plan {plan.name!r}")
             if plan.markup < -1:
                 raise ConfigError(f"plans[{i}].markup: must be at least -1")
             self.plans[plan.name] = plan
+        for i, team in enumerate(raw.teams):
+            if team.name in self.teams:
+                raise ConfigError(f"teams[{i}].name: duplicate team {team.name!r}")
+            if team.plan is not None and team.plan not in self.plans:
+                raise ConfigError(f"teams[{i}].plan: unknown plan {team.plan!r}")
+            _check_budgets(f"teams[{i}]", team.budget_usd, team.end_user_budget_usd)
+            self.teams[team.name] = team
         names: set[str] = set()
         secrets: set[str] = set()
         for i, k in enumerate(raw.keys):
@@ -137,9 +150,16 @@ class Config:
             secrets.add(k.key)
             if k.plan is not None and k.plan not in self.plans:
                 raise ConfigError(f"keys[{i}].plan: unknown plan {k.plan!r}")
+            _check_budgets(f"keys[{i}]", k.budget_usd, k.end_user_budget_usd)
             for j, model in enumerate(k.models or []):
                 if model not in self.models:
                     raise ConfigError(f"keys[{i}].models[{j}]: unknown model {model!r}")
+
+
+def _check_budgets(where: str, budget: float | None, per_user: float | None) -> None:
+    for name, value in (("budget_usd", budget), ("end_user_budget_usd", per_user)):
+        if value is not None and not value >= 0:
+            raise ConfigError(f"{where}.{name}: must be a non-negative number")
 
 
 def parse_config(

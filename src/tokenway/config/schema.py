@@ -6,6 +6,8 @@ a key's models) are checked, with errors that name the path.
 
 from __future__ import annotations
 
+import math
+import re
 from typing import Literal
 
 import msgspec
@@ -43,21 +45,135 @@ class ProviderConfig(Strict):
     embeddings: bool | None = None
 
 
+Capability = Literal["tools", "vision", "json"]
+Policy = Literal["priority", "weighted", "cost", "latency"]
+
+
 class TargetConfig(Strict):
+    """A deployment of a model. `capabilities` (default: all) and `context_window` (default:
+    the model's) filter out requests it cannot serve; `limits` is its own rpm/tpm budget."""
+
     provider: str
     model: str
     weight: float = 1.0
+    context_window: int | None = None
+    capabilities: list[Capability] | None = None
+    limits: RateLimits | None = None
+
+
+class TaskRoute(Strict):
+    """The tier of targets serving one task class, with its own policy and deadline."""
+
+    targets: list[TargetConfig]
+    policy: Policy | None = None
+    timeout_ms: int | None = None
 
 
 class ModelConfig(Strict):
+    """A name clients send as `model`. `targets` serve requests of no listed task; `tasks` maps
+    a task class (`x-tokenway-task`, or the `task` tag) to its own tier."""
+
     name: str
     targets: list[TargetConfig]
     context_window: int | None = None
     kind: Literal["chat", "embedding"] = "chat"
+    policy: Policy = "priority"
+    timeout_ms: int | None = None
+    tasks: dict[str, TaskRoute] = msgspec.field(default_factory=dict)
+
+
+class RetryConfig(Strict):
+    """Re-attempts at most `ratio` of requests over `window_s`, with `floor` always allowed in
+    flight; at most `max_attempts` attempts per request; pauses from `backoff_ms`."""
+
+    ratio: float = 0.2
+    floor: int = 3
+    window_s: float = 10.0
+    max_attempts: int = 4
+    backoff_ms: float = 50.0
+
+
+class BreakerSettings(Strict):
+    consecutive: int = 5
+    error_rate: float = 0.5
+    window_s: float = 10.0
+    min_requests: int = 20
+    base_s: float = 1.0
+    max_s: float = 60.0
+
+
+class RoutingConfig(Strict):
+    retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
+    breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
+    timeout_ms: int = 600_000
+
+
+_PRICE_FIELDS = (
+    "input",
+    "output",
+    "cache_read",
+    "cache_write",
+    "cache_write_1h",
+    "cache_read_explicit",
+)
+# Tiers and modes that are the base price itself: a multiplier for them would be ambiguous.
+BASE_TIERS = frozenset({"default", "standard", "auto", "realtime"})
+_HHMM = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+
+
+def _non_negative(where: str, value: float | None) -> None:
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{where}: must be a non-negative number")
+
+
+class PriceTierConfig(Strict):
+    """Prices for the whole request when its prompt (cached tokens included) has more than
+    `above_input_tokens` tokens. An omitted field takes the entry's base value."""
+
+    above_input_tokens: int
+    input: float | None = None
+    output: float | None = None
+    cache_read: float | None = None
+    cache_write: float | None = None
+    cache_write_1h: float | None = None
+    cache_read_explicit: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.above_input_tokens < 0:
+            raise ValueError("above_input_tokens: must be a non-negative token count")
+        for name in _PRICE_FIELDS:
+            _non_negative(name, getattr(self, name))
+
+
+class PriceWindowConfig(Strict):
+    """A daily UTC window, `start` inclusive to `end` exclusive ("HH:MM"; an `end` before
+    `start` wraps past midnight): requests starting inside cost `multiplier` times the price."""
+
+    start: str
+    end: str
+    multiplier: float
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if not _HHMM.fullmatch(value):
+                raise ValueError(f"{name}: expected a UTC time of day HH:MM, got {value!r}")
+        if self.start == self.end:
+            raise ValueError(f"end: equals start ({self.start}), the window would be empty")
+        _non_negative("multiplier", self.multiplier)
 
 
 class PriceConfig(Strict):
-    """USD (or `currency`) per 1M tokens. Omitted fields come from the built-in catalog."""
+    """USD (or `currency`, converted at the top-level `fx` rate) per 1M tokens. Omitted fields
+    come from the built-in catalog.
+
+    `cache_read_explicit` prices reads from a cache the client created explicitly where the
+    provider prices them apart from implicit hits (default: `cache_read`). `tiers` replace the
+    catalog's prompt-length tiers (`[]` removes them). `windows` apply a multiplier by time of
+    day (the first window holding the request's start wins). `multipliers` scale every price by
+    mode (`batch`, `async`) and by the service tier the provider reports served the request
+    (`flex`, `priority`, ...); a multiplier given here replaces the catalog's variant price.
+    """
 
     provider: str
     model: str
@@ -66,8 +182,24 @@ class PriceConfig(Strict):
     cache_read: float | None = None
     cache_write: float | None = None
     cache_write_1h: float | None = None
+    cache_read_explicit: float | None = None
     currency: str = "USD"
     effective_from: str | None = None
+    tiers: list[PriceTierConfig] | None = None
+    windows: list[PriceWindowConfig] = msgspec.field(default_factory=list)
+    multipliers: dict[str, float] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _non_negative("cache_read_explicit", self.cache_read_explicit)
+        starts = [t.above_input_tokens for t in self.tiers or ()]
+        if len(set(starts)) != len(starts):
+            raise ValueError("tiers: two tiers have the same above_input_tokens")
+        for name, value in self.multipliers.items():
+            if name.lower() in BASE_TIERS:
+                raise ValueError(
+                    f"multipliers.{name}: {name!r} is the base price; set the price fields"
+                )
+            _non_negative(f"multipliers.{name}", value)
 
 
 class PlanPrice(Strict):
@@ -92,17 +224,39 @@ class PlanConfig(Strict):
     prices: list[PlanPrice] = msgspec.field(default_factory=list)
 
 
+BudgetPeriod = Literal["total", "day", "month"]
+
+
 class KeyConfig(Strict):
+    """A virtual key. `end_user_budget_usd` caps each end user (the request's `user`) of this
+    key separately, over `end_user_budget_period`; hardness follows `budget_hard`."""
+
     name: str
     key: str
     plan: str | None = None
     rpm: int | None = None
     tpm: int | None = None
     budget_usd: float | None = None
-    budget_period: Literal["total", "day", "month"] = "total"
+    budget_period: BudgetPeriod = "total"
     budget_hard: bool = True
+    end_user_budget_usd: float | None = None
+    end_user_budget_period: BudgetPeriod = "day"
     models: list[str] | None = None
     team: str | None = None
+    regions: list[str] | None = None
+
+
+class TeamConfig(Strict):
+    """A team: keys name it with `team:`. Its budget caps the sum over all its keys; its plan
+    applies to keys that name none; `end_user_budget_usd` caps each end user across the team."""
+
+    name: str
+    plan: str | None = None
+    budget_usd: float | None = None
+    budget_period: BudgetPeriod = "total"
+    budget_hard: bool = True
+    end_user_budget_usd: float | None = None
+    end_user_budget_period: BudgetPeriod = "day"
 
 
 class StorageConfig(Strict):
@@ -171,6 +325,10 @@ class RawConfig(Strict):
     providers: list[ProviderConfig] = msgspec.field(default_factory=list)
     models: list[ModelConfig] = msgspec.field(default_factory=list)
     prices: list[PriceConfig] = msgspec.field(default_factory=list)
+    # Units of each currency per one US dollar, for `prices` entries in that currency.
+    fx: dict[str, float] = msgspec.field(default_factory=dict)
     keys: list[KeyConfig] = msgspec.field(default_factory=list)
+    teams: list[TeamConfig] = msgspec.field(default_factory=list)
+    routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     plans: list[PlanConfig] = msgspec.field(default_factory=list)
     sim: list[SimProviderConfig] = msgspec.field(default_factory=list)

@@ -29,6 +29,10 @@ class Usage(msgspec.Struct, kw_only=True):
     `cache_write_tokens` are subsets of it, and `cache_write_1h_tokens` is the subset of
     `cache_write_tokens` written with a one-hour TTL. `output_tokens` counts every billed output
     token, reasoning included; `reasoning_tokens` is a subset of it.
+
+    `cache_explicit` says the reads hit a cache the client created explicitly, which some
+    providers (Qwen/DashScope) price below an implicit hit; `service_tier` is the tier the
+    provider says served the request, which may differ from the one asked for.
     """
 
     input_tokens: int = 0
@@ -39,6 +43,7 @@ class Usage(msgspec.Struct, kw_only=True):
     reasoning_tokens: int = 0
     service_tier: str | None = None
     source: Literal["provider", "estimated"] = "provider"
+    cache_explicit: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -238,3 +243,5 @@ class Principal(msgspec.Struct, kw_only=True, frozen=True):
     budget_usd: float | None = None
     plan: str | None = None
     admin: bool = False
+    regions: frozenset[str] | None = None
+    """Provider regions this key's requests may go to (None: any)."""

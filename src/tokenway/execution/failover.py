@@ -1,50 +1,149 @@
-"""Ordered fallback over a model's targets.
+"""The attempt loop: a request's targets, in the router's order, inside one deadline.
 
-`first_success` returns the first attempt's result or raises `AllTargetsFailed` with the error
-of every target tried, and does nothing else: cost, ledger and metrics hang off the attempts
-and the outcome, not off this loop. A non-retryable error (a 400 the client caused) ends the
-loop at once, since another target would refuse it too.
+`run` returns the first attempt's result or raises `AllTargetsFailed` with the error of every
+target tried (or skipped), and does nothing else: cost, ledger and metrics hang off the
+attempts and the outcome, not off this loop. It consults and feeds the shared routing state:
+
+- a target whose breaker is open is skipped (not an attempt, so not a retry);
+- a target with no headroom is skipped; if nothing else is left the request waits for the
+  soonest one when that fits in its deadline;
+- every attempt after the first needs the retry budget's leave, and waits out a jittered
+  backoff (never shorter than the provider's `Retry-After`) when it goes back to a target
+  already tried;
+- a non-retryable error (a 400 the client caused) ends the loop at once, since another target
+  would refuse it too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import msgspec
-
-from tokenway.errors import AllTargetsFailed, UpstreamError
+from tokenway.errors import (
+    AllTargetsFailed,
+    NoCapacity,
+    TargetUnsuitable,
+    UpstreamError,
+    UpstreamStatus,
+)
+from tokenway.execution.retry import Deadline, backoff_s
 from tokenway.providers.upstream import Upstream
+from tokenway.routing.state import RoutingState
 
 T = TypeVar("T")
 
-
-class Target(msgspec.Struct, frozen=True):
-    """One deployment of a model: an upstream and the model name it knows."""
-
-    upstream: Upstream
-    model: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.upstream.name}/{self.model}"
+# An attempt gets the seconds left before the deadline.
+Attempt = Callable[["Target", float], Awaitable[T]]
 
 
-async def first_success(
+class Target:
+    """One deployment of a model: an upstream, the model name it knows, and what the router
+    needs to know about it."""
+
+    __slots__ = ("capabilities", "context_window", "label", "limits", "model", "upstream", "weight")
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        model: str,
+        *,
+        weight: float = 1.0,
+        context_window: int | None = None,
+        capabilities: frozenset[str] | None = None,
+    ) -> None:
+        self.upstream = upstream
+        self.model = model
+        self.weight = weight
+        self.context_window = context_window
+        self.capabilities = capabilities
+        self.label = f"{upstream.name}/{model}"
+
+    def __repr__(self) -> str:
+        return f"Target({self.label})"
+
+
+async def run(
     targets: list[Target],
-    attempt: Callable[[Target], Awaitable[T]],
-    pause_s: float = 0.0,
+    attempt: Attempt[T],
+    state: RoutingState,
+    deadline: Deadline,
+    tokens: int = 0,
 ) -> T:
-    """Try `targets` in order until one attempt succeeds."""
+    """Try `targets` in order, then again while attempts, budget and deadline allow."""
     errors: list[tuple[str, UpstreamError]] = []
-    for i, target in enumerate(targets):
-        if i and pause_s:
-            await asyncio.sleep(pause_s)
-        try:
-            return await attempt(target)
-        except UpstreamError as err:
-            errors.append((target.label, err))
-            if not err.retryable:
+    tried: set[str] = set()
+    sent = 0
+    retry_after: dict[str, float] = {}
+    max_attempts = state.cfg.retry.max_attempts
+    state.budget.request()
+    pending = list(targets)
+    round_ = 0
+    waited = False
+    while pending:
+        skipped: list[tuple[Target, float]] = []  # no headroom now
+        ejected: list[tuple[Target, float]] = []  # breaker open
+        failed: list[Target] = []
+        for t in pending:
+            if sent >= max_attempts:
                 break
+            wait = state.unavailable_s(t, tokens)
+            if wait > 0:
+                skipped.append((t, wait))
+                continue
+            if not state.breakers.acquire(t.label):
+                ejected.append((t, state.breakers.ejected_for(t.label) or 0.1))
+                continue
+            left = deadline.left()
+            again = t.label in tried
+            pause = backoff_s(round_, retry_after.get(t.label), state.backoff_s) if again else 0
+            if left <= pause:
+                state.breakers.release(t.label)
+                errors.append((t.label, NoCapacity("the request's deadline passed", flag="DL")))
+                pending = []
+                break
+            retry = sent > 0
+            if retry and not state.budget.try_acquire():
+                state.breakers.release(t.label)
+                errors.append((t.label, NoCapacity("retry budget exhausted", flag="URX")))
+                pending = []
+                break
+            try:
+                if pause:
+                    await asyncio.sleep(pause)
+                sent += 1
+                tried.add(t.label)
+                state.headroom.take(t.label, t.upstream.name, tokens)
+                started = time.monotonic()
+                result = await attempt(t, deadline.left())
+            except UpstreamError as err:
+                state.failed(t, err)
+                errors.append((t.label, err))
+                if isinstance(err, UpstreamStatus) and err.retry_after_s is not None:
+                    retry_after[t.label] = err.retry_after_s
+                if not err.retryable:
+                    raise AllTargetsFailed(errors) from None
+                if not isinstance(err, TargetUnsuitable):
+                    failed.append(t)
+                continue
+            finally:
+                if retry:
+                    state.budget.release()
+            state.succeeded(t, time.monotonic() - started)
+            return result
+        if sent == 0 and skipped and not errors and not waited:
+            # Only rate limits stand in the way: wait once for the soonest target to have
+            # headroom again, if that fits in the deadline (an open breaker is not waited for).
+            t, wait = min(skipped, key=lambda s: s[1])
+            if wait < min(deadline.left(), state.max_wait_s):
+                waited = True
+                await asyncio.sleep(wait)
+                pending = [t]
+                continue
+        if not failed or sent >= max_attempts:
+            errors.extend((s.label, state.why_skipped(s, w)) for s, w in skipped + ejected)
+            break
+        round_ += 1
+        pending = failed
     raise AllTargetsFailed(errors)

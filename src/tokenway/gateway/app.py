@@ -33,7 +33,7 @@ from tokenway.errors import (
     TokenwayError,
     Unsupported,
 )
-from tokenway.execution.failover import Target
+from tokenway.execution.retry import Deadline
 from tokenway.gateway import chat, embeddings
 from tokenway.gateway.apis import ANTHROPIC_MESSAGES, OPENAI_CHAT, ClientApi
 from tokenway.gateway.asgi import (
@@ -46,10 +46,14 @@ from tokenway.gateway.asgi import (
     read_body,
     respond,
 )
-from tokenway.gateway.attribution import end_user, parse_tags
+from tokenway.gateway.attribution import end_user, parse_tags, task_of
 from tokenway.gateway.context import RequestContext
+from tokenway.limits.budget import Hold, Payer
+from tokenway.routing.router import Route, eligible, needs, order
 from tokenway.runtime import Runtime
 from tokenway.telemetry.log import log
+from tokenway.tokens import count_text
+from tokenway.translate.embeddings import parse_openai_request as parse_embeddings_request
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
@@ -57,6 +61,16 @@ _encode = msgspec.json.encode
 
 # the output a request that sets no max_tokens is assumed to reach, for budget reservations
 DEFAULT_MAX_OUTPUT = 4096
+
+
+def _count_texts(texts: list[str]) -> int:
+    return sum(count_text(t) for t in texts)
+
+
+def _raw_user(raw: dict[str, Any]) -> Any:
+    # The end user of a request only its own protocol can carry (the passthrough outline).
+    meta = raw.get("metadata")
+    return raw.get("user") or (meta.get("user_id") if isinstance(meta, dict) else None)
 
 
 def passthrough_request(api: ClientApi, raw: dict[str, Any]) -> ChatRequest | None:
@@ -207,7 +221,14 @@ class Gateway:
         secret = secret_from_headers(header(scope, b"authorization"), header(scope, b"x-api-key"))
         return self.rt.keys.authenticate(secret)
 
-    def _targets(self, principal: Principal, model: Any, kind: str) -> list[Target]:
+    def _route(self, principal: Principal, model: Any, kind: str, task: str | None) -> Route:
+        """The route for `model` and the request's task class (the model's default route when
+        it lists no tier for that task)."""
+        self._check_model(principal, model, kind)
+        routes = self.rt.routes[model]
+        return routes.get(task) or routes[None]
+
+    def _check_model(self, principal: Principal, model: Any, kind: str) -> None:
         if not isinstance(model, str) or not model:
             raise BadRequest("'model' is required and must be a non-empty string.", param="model")
         cfg = self.rt.config.models.get(model)
@@ -218,14 +239,41 @@ class Gateway:
             )
         if principal.models is not None and model not in principal.models:
             raise PermissionDenied(f"This key may not use the model '{model}'.", param="model")
-        return self.rt.targets[model]
+
+    def _regions(self, scope: Scope, principal: Principal) -> frozenset[str] | None:
+        """Regions the request may go to: the key's, narrowed by `x-tokenway-regions`."""
+        allowed = principal.regions
+        asked = header(scope, b"x-tokenway-regions")
+        if asked is None:
+            return allowed
+        names = frozenset(r.strip() for r in asked.split(",") if r.strip())
+        if not names:
+            raise BadRequest("x-tokenway-regions: expected region names separated by commas")
+        return names if allowed is None else names & allowed
+
+    def _deadline(self, scope: Scope, route: Route) -> Deadline:
+        value = header(scope, b"x-tokenway-timeout-ms")
+        if value is None:
+            return Deadline(route.timeout_s)
+        try:
+            ms = int(value)
+        except ValueError:
+            ms = 0
+        if not 0 < ms <= 86_400_000:
+            raise BadRequest(
+                "x-tokenway-timeout-ms: expected a whole number of milliseconds, 1 to 86400000",
+                param="x-tokenway-timeout-ms",
+            )
+        return Deadline(ms / 1000.0)
 
     async def _chat(self, api: ClientApi, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._authenticate(scope)
         body = await read_body(scope, receive, self.max_body)
         raw = parse_json(body)
-        targets = self._targets(principal, raw.get("model"), "chat")
         tags = parse_tags(header(scope, b"x-tokenway-tags"), raw.get("metadata"))
+        task = task_of(header(scope, b"x-tokenway-task"), tags)
+        route = self._route(principal, raw.get("model"), "chat", task)
+        targets = route.targets
         try:
             req = api.parse_request(raw)
         except Unsupported as exc:
@@ -237,24 +285,38 @@ class Gateway:
                 raise
             log.info("passthrough only", extra={"fields": {"reason": exc.message}})
             req, targets = opaque, same
-        # Counting a long prompt costs real CPU on the event loop: only a TPM limit needs it
-        # up front (an upstream that reports no usage is estimated after the fact).
-        budgeted = self.rt.budgets.has_budget(principal.name)
-        need_est = principal.tpm is not None or budgeted
+        user = end_user(req.user if req.user is not None else _raw_user(raw))
+        who = Payer(principal.name, principal.team, user)
+        # Counting a long prompt costs real CPU on the event loop: only a TPM limit or a budget
+        # needs it up front (an upstream that reports no usage is estimated after the fact).
+        budgeted = self.rt.budgets.covers(who)
+        windowed = route.context_window is not None or any(t.context_window for t in targets)
+        need_est = principal.tpm is not None or budgeted or windowed or route.policy == "cost"
         est = await self._estimate(req, len(body)) if need_est else 0
-        room, held = self.rt.limiter.admit(principal, est + (req.max_tokens or 0))
-        hold = None
+        out = req.max_tokens or 0
+        targets = eligible(
+            targets, route.context_window, needs(req), est, out, self._regions(scope, principal)
+        )
+        targets = order(
+            targets,
+            route.policy,
+            self.rt.routing.stats,
+            lambda t, hit: self.rt.expected_cost(t, hit, est, out or 256),
+            out or 256,
+        )
+        deadline = self._deadline(scope, route)
+        room, held = self.rt.limiter.admit(principal, est + out)
+        holds: list[Hold] = []
         if budgeted:
             worst = self.rt.worst_case_usd(targets, est, req.max_tokens or DEFAULT_MAX_OUTPUT)
             try:
-                hold = self.rt.budgets.admit(principal.name, worst)
+                holds = self.rt.budgets.admit(who, worst)
             except BudgetExceeded:
                 self.rt.limiter.settle(principal, held, 0)
                 raise
         rid = new_request_id()
         ctx = RequestContext(self.rt, rid, api.label, principal, req.model)
-        ctx.user = end_user(req.user)
-        ctx.tags = tags
+        ctx.user, ctx.tags, ctx.task = user, tags, task
         fwd: dict[str, str] = {}
         for k, v in scope["headers"]:
             if k in api.forward_headers:
@@ -262,22 +324,26 @@ class Gateway:
         extra = room.headers()
         try:
             if req.stream:
-                await chat.stream(ctx, api, req, raw, fwd, targets, send, receive, extra)
+                await chat.stream(
+                    ctx, api, req, raw, fwd, targets, send, receive, extra, deadline, est + out
+                )
             else:
-                await chat.complete(ctx, api, req, raw, fwd, targets, send, extra)
+                await chat.complete(
+                    ctx, api, req, raw, fwd, targets, send, extra, deadline, est + out
+                )
         except AllTargetsFailed as err:
             ctx.finish(err.status, err.flag)
             await self._error(send, api, err, [(b"x-tokenway-request-id", rid.encode()), *extra])
         finally:
             actual = ctx.usage.total_tokens if ctx.usage is not None else 0
             self.rt.limiter.settle(principal, held, actual)
-            self.rt.budgets.settle(hold, ctx.cost)
+            self.rt.budgets.settle(holds, ctx.cost)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._authenticate(scope)
         body = await read_body(scope, receive, self.max_body)
         raw = parse_json(body)
-        self._targets(principal, raw.get("model"), "chat")
+        self._check_model(principal, raw.get("model"), "chat")
         if "max_tokens" not in raw:
             raw = {**raw, "max_tokens": 1}
         req = ANTHROPIC_MESSAGES.parse_request(raw)
@@ -293,17 +359,31 @@ class Gateway:
         principal = self._authenticate(scope)
         body = await read_body(scope, receive, self.max_body)
         raw = parse_json(body)
-        targets = self._targets(principal, raw.get("model"), "embedding")
         tags = parse_tags(header(scope, b"x-tokenway-tags"), raw.get("metadata"))
+        task = task_of(header(scope, b"x-tokenway-task"), tags)
+        route = self._route(principal, raw.get("model"), "embedding", task)
+        regions = self._regions(scope, principal)
+        targets = eligible(route.targets, None, frozenset(), 0, 0, regions)
+        deadline = self._deadline(scope, route)
+        req = parse_embeddings_request(raw)
+        user = end_user(raw.get("user"))
+        who = Payer(principal.name, principal.team, user)
+        holds: list[Hold] = []
+        if self.rt.budgets.covers(who):
+            # An embedding bills its input only: the whole input at the dearest target.
+            est = await asyncio.to_thread(_count_texts, req.input)
+            holds = self.rt.budgets.admit(who, self.rt.worst_case_usd(targets, est, 0))
         ctx = RequestContext(
             self.rt, new_request_id(), "openai.embeddings", principal, raw["model"]
         )
-        ctx.user, ctx.tags = end_user(raw.get("user")), tags
+        ctx.user, ctx.tags, ctx.task = user, tags, task
         try:
-            await embeddings.handle(ctx, raw, targets, send)
+            await embeddings.handle(ctx, req, raw, targets, send, deadline)
         except AllTargetsFailed as err:
             ctx.finish(err.status, err.flag)
             await self._error(send, OPENAI_CHAT, err)
+        finally:
+            self.rt.budgets.settle(holds, ctx.cost)
 
     async def _admin(self, scope: Scope, send: Send, path: str) -> None:
         """Read-only operator views; the admin key only. Secrets are never shown."""

@@ -42,3 +42,18 @@ def parse_tags(header: str | None, metadata: Any) -> dict[str, str] | None:
 def end_user(value: Any) -> str | None:
     """The end user named by the client, bounded in length."""
     return value[:MAX_LEN] if isinstance(value, str) and value else None
+
+
+TASK_HEADER = "x-tokenway-task"
+
+
+def task_of(header: str | None, tags: dict[str, str] | None) -> str | None:
+    """The request's task class: the `x-tokenway-task` header, else its `task` tag."""
+    if header is not None:
+        value = header.strip()
+        if not value or len(value) > MAX_LEN:
+            raise BadRequest(
+                f"{TASK_HEADER}: expected a name of 1 to {MAX_LEN} characters", param=TASK_HEADER
+            )
+        return value
+    return tags.get("task") if tags else None

@@ -31,7 +31,8 @@ from tokenway.errors import (
     UpstreamStatus,
     UpstreamStreamCut,
 )
-from tokenway.execution.failover import Target, first_success
+from tokenway.execution.failover import Target, run
+from tokenway.execution.retry import Deadline
 from tokenway.gateway.apis import ClientApi
 from tokenway.gateway.asgi import Headers, Receive, Send, respond
 from tokenway.gateway.context import RequestContext
@@ -111,20 +112,23 @@ async def complete(
     targets: list[Target],
     send: Send,
     extra_headers: Headers,
+    deadline: Deadline,
+    tokens: int = 0,
 ) -> None:
     """A whole (non-streamed) chat request."""
 
-    async def attempt(t: Target) -> bytes:
+    async def attempt(t: Target, left: float) -> bytes:
         up = t.upstream
         same = up.kind == api.protocol
         prep = prepare(t, api, req, raw, fwd)
         started = time.perf_counter()
         try:
-            resp = await up.send(prep)
-            try:
-                data = await resp.read()
-            finally:
-                resp.release()
+            async with asyncio.timeout(left):
+                resp = await up.send(prep, t.label)
+                try:
+                    data = await resp.read()
+                finally:
+                    resp.release()
         except UpstreamError as err:
             ctx.attempt_failed(up.name, t.model, err, started, None)
             raise
@@ -151,7 +155,7 @@ async def complete(
         extra_headers.append((b"x-tokenway-cost-usd", f"{cost:.9f}".encode()))
         return out
 
-    body = await first_success(targets, attempt, ctx.rt.retry_pause)
+    body = await run(targets, attempt, ctx.rt.routing, deadline, tokens)
     await respond(
         send,
         200,
@@ -212,33 +216,42 @@ async def stream(
     send: Send,
     receive: Receive,
     extra_headers: Headers,
+    deadline: Deadline,
+    tokens: int = 0,
 ) -> None:
-    """A streamed chat request: fail over until an upstream yields content, then relay it."""
+    """A streamed chat request: fail over until an upstream yields content, then relay it.
+    The deadline bounds the time to first content; the relay itself is not cut short."""
     ctx.stream = True
 
-    async def attempt(t: Target) -> _Opened:
+    async def attempt(t: Target, left: float) -> _Opened:
         up = t.upstream
         prep = prepare(t, api, req, raw, fwd)
         started = time.perf_counter()
         usage: Usage | None = None
         try:
-            resp = await up.send(prep)
+            async with asyncio.timeout(left):
+                resp = await up.send(prep, t.label)
         except UpstreamError as err:
             ctx.attempt_failed(up.name, t.model, err, started, None)
             raise
+        except TimeoutError as exc:
+            failure = map_exception(exc)
+            ctx.attempt_failed(up.name, t.model, failure, started, None)
+            raise failure from None
         decoder = up.adapter.decoder(t.model)
         frames = iter_sse(resp).__aiter__()
         pending: list[tuple[SseFrame, dict[str, Any] | None, list[StreamEvent]]] = []
         try:
-            async for frame in frames:
-                doc, evs = _frame_events(decoder, frame)
-                pending.append((frame, doc, evs))
-                for ev in evs:
-                    if isinstance(ev, UsageUpdate):
-                        usage = merge_usage(usage, ev.usage)
-                if any(isinstance(ev, _CONTENT) for ev in evs) or frame.data == b"[DONE]":
-                    return _Opened(t, resp, frames, decoder, pending, started)
-            evs = decoder.finish()
+            async with asyncio.timeout(max(deadline.left(), 0.001)):
+                async for frame in frames:
+                    doc, evs = _frame_events(decoder, frame)
+                    pending.append((frame, doc, evs))
+                    for ev in evs:
+                        if isinstance(ev, UsageUpdate):
+                            usage = merge_usage(usage, ev.usage)
+                    if any(isinstance(ev, _CONTENT) for ev in evs) or frame.data == b"[DONE]":
+                        return _Opened(t, resp, frames, decoder, pending, started)
+                evs = decoder.finish()
             pending.append((SseFrame(event=None, data=b"", raw=b""), None, evs))
             return _Opened(t, resp, frames, decoder, pending, started)
         except _STREAM_ERRORS as exc:
@@ -250,7 +263,7 @@ async def stream(
             ctx.attempt_failed(up.name, t.model, failure, started, usage)
             raise failure from None
 
-    opened = await first_success(targets, attempt, ctx.rt.retry_pause)
+    opened = await run(targets, attempt, ctx.rt.routing, deadline, tokens)
     await _relay(ctx, api, req, opened, send, receive, extra_headers)
 
 

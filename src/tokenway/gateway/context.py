@@ -25,6 +25,7 @@ class RequestContext:
 
     __slots__ = (
         "api",
+        "at",
         "attempts",
         "cost",
         "model",
@@ -38,6 +39,7 @@ class RequestContext:
         "stream",
         "t0",
         "tags",
+        "task",
         "ttft_s",
         "usage",
         "user",
@@ -51,7 +53,9 @@ class RequestContext:
         self.api = api
         self.principal = principal
         self.model = model
-        self.started = time.time()
+        self.started = rt.now()
+        # Prices in force when the request arrived bill all of its attempts.
+        self.at = datetime.fromtimestamp(self.started, UTC)
         self.t0 = time.perf_counter()
         self.attempts: list[AttemptRow] = []
         self.cost = ZERO
@@ -63,13 +67,21 @@ class RequestContext:
         self.stream = False
         self.user: str | None = None
         self.tags: dict[str, str] | None = None
+        self.task: str | None = None
 
     def attempt_ok(
         self, provider: str, model: str, usage: Usage, started: float, ttft_s: float | None
     ) -> Decimal:
         """Record a served attempt; returns its cost."""
-        cost = self.rt.prices.cost(provider, model, usage, datetime.now(UTC))
+        cost = self.rt.prices.cost(provider, model, usage, self.at)
         self._add(provider, model, 200, "OK", usage, cost, started, ttft_s, None)
+        self.rt.routing.stats.get(f"{provider}/{model}").observe(
+            ttft_s,
+            time.perf_counter() - started,
+            usage.output_tokens,
+            usage.input_tokens,
+            usage.cache_read_tokens,
+        )
         self.provider, self.provider_model, self.usage = provider, model, usage
         self.served_cost = cost
         return cost
@@ -79,11 +91,7 @@ class RequestContext:
     ) -> None:
         """Record a failed attempt (billed if the provider reported usage)."""
         u = usage or Usage()
-        cost = (
-            self.rt.prices.cost(provider, model, u, datetime.now(UTC))
-            if usage is not None
-            else ZERO
-        )
+        cost = self.rt.prices.cost(provider, model, u, self.at) if usage is not None else ZERO
         status = getattr(err, "upstream_status", 0)
         self._add(provider, model, status, err.flag, u, cost, started, None, redact(err.message))
         self.rt.metrics.attempts.labels(provider, err.flag).inc()
@@ -167,6 +175,7 @@ class RequestContext:
             attempts=self.attempts,
             end_user=self.user,
             tags=self.tags,
+            task=self.task,
         )
         self.rt.ledger.record(row)
         self.rt.metrics.observe(

@@ -2,31 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import msgspec
 
-from tokenway.domain.types import EmbeddingResponse, Usage
+from tokenway.domain.types import EmbeddingRequest, EmbeddingResponse, Usage
 from tokenway.errors import BadRequest, TargetUnsuitable, UpstreamError
-from tokenway.execution.failover import Target, first_success
+from tokenway.execution.failover import Target, run
+from tokenway.execution.retry import Deadline
 from tokenway.gateway.asgi import Send, respond
 from tokenway.gateway.chat import BODY_ERRORS, served_headers, usage_only
 from tokenway.gateway.context import RequestContext
 from tokenway.providers.transport import map_exception
-from tokenway.translate.embeddings import encode_openai_response, parse_openai_request
+from tokenway.translate.embeddings import encode_openai_response
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
 
 
 async def handle(
-    ctx: RequestContext, raw: dict[str, Any], targets: list[Target], send: Send
+    ctx: RequestContext,
+    req: EmbeddingRequest,
+    raw: dict[str, Any],
+    targets: list[Target],
+    send: Send,
+    deadline: Deadline,
 ) -> None:
-    """Embed the request's inputs with the first target that answers."""
-    req = parse_openai_request(raw)
+    """Embed the request's inputs (`req`, parsed from the client's `raw` body) with the first
+    target that answers."""
 
-    async def attempt(t: Target) -> bytes:
+    async def attempt(t: Target, left: float) -> bytes:
         up = t.upstream
         same = up.kind == "openai"
         try:
@@ -36,11 +43,12 @@ async def handle(
         started = time.perf_counter()
         er: EmbeddingResponse | None = None
         try:
-            resp = await up.send(prep)
-            try:
-                data = await resp.read()
-            finally:
-                resp.release()
+            async with asyncio.timeout(left):
+                resp = await up.send(prep, t.label)
+                try:
+                    data = await resp.read()
+                finally:
+                    resp.release()
             if same:
                 # Only usage is read: decoding every vector would cost the event loop dearly.
                 head = usage_only.decode(data)
@@ -66,7 +74,7 @@ async def handle(
             return data
         return _encode(encode_openai_response(er, ctx.model, req.encoding_format))
 
-    body = await first_success(targets, attempt, ctx.rt.retry_pause)
+    body = await run(targets, attempt, ctx.rt.routing, deadline)
     await respond(
         send, 200, body, [(b"content-type", b"application/json"), *served_headers(ctx, [])]
     )

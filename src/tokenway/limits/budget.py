@@ -1,5 +1,10 @@
-"""Per-key spend budgets for one gateway process. Admission is a borrow: a request reserves its
-worst-case cost, and settlement replaces the reservation with what the providers billed."""
+"""Spend budgets for one gateway process: per key, per team, and per end user of a key or team.
+
+Admission is a borrow: a request reserves its worst-case cost on every account that covers it
+(its key, its team, its end user under each), all or none; settlement replaces each reservation
+with what the providers billed. Concurrent requests can therefore overspend an account by at
+most the worst case of the requests already admitted when the limit is reached.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from tokenway.config.schema import KeyConfig
+import msgspec
+
+from tokenway.config.schema import KeyConfig, TeamConfig
 from tokenway.errors import BudgetExceeded
 
 ZERO = Decimal(0)
@@ -23,52 +30,120 @@ def period_start(period: str, now: datetime) -> datetime | None:
     return None
 
 
+class Limit(msgspec.Struct, frozen=True):
+    """A budget: how much, over which period, and whether passing it refuses requests."""
+
+    usd: Decimal
+    period: str
+    hard: bool
+
+
+class Payer(msgspec.Struct, frozen=True):
+    """Who a request is charged to; the budget accounts that cover it derive from this."""
+
+    key: str
+    team: str | None = None
+    end_user: str | None = None
+
+
 class Hold:
-    """A reservation against one key's budget in one period."""
+    """A reservation against one account in one period."""
 
-    __slots__ = ("amount", "key", "period")
+    __slots__ = ("account", "amount", "period")
 
-    def __init__(self, key: str, period: datetime | None, amount: Decimal) -> None:
-        self.key, self.period, self.amount = key, period, amount
+    def __init__(self, account: str, period: datetime | None, amount: Decimal) -> None:
+        self.account, self.period, self.amount = account, period, amount
 
 
 class _Account:
-    __slots__ = ("budget", "hard", "period", "period_kind", "reserved", "spent", "warned")
+    __slots__ = ("label", "limit", "period", "reserved", "spent", "warned")
 
-    def __init__(self, cfg: KeyConfig, budget: Decimal) -> None:
-        self.budget, self.hard, self.period_kind = budget, cfg.budget_hard, cfg.budget_period
+    def __init__(self, label: str, limit: Limit) -> None:
+        self.label, self.limit = label, limit
         self.period: datetime | None = None
         self.spent = ZERO
         self.reserved = ZERO
         self.warned = False
 
 
+def _limit(usd: float | None, period: str, hard: bool) -> Limit | None:
+    return None if usd is None else Limit(Decimal(str(usd)), period, hard)
+
+
 class BudgetBook:
-    """Spent and reserved money per budgeted key; keys without a budget are not tracked."""
+    """Spent and reserved money per budgeted account; requests no budget covers cost nothing
+    to admit. `warn(account, message)` is called once per period when a soft budget is passed.
+    """
 
     def __init__(
         self,
         keys: Iterable[KeyConfig],
+        teams: Iterable[TeamConfig] = (),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         warn: Callable[[str, str], None] | None = None,
     ) -> None:
         self._clock, self._warn = clock, warn
-        self._acc = {
-            k.name: _Account(k, Decimal(str(k.budget_usd)))
-            for k in keys
-            if k.budget_usd is not None
-        }
+        self._acc: dict[str, _Account] = {}
+        # Per-end-user limits by owner account id ("key:app", "team:search"); the accounts
+        # themselves appear as end users do.
+        self._per_user: dict[str, Limit] = {}
+        self._teams_of: dict[str, str | None] = {}
+        for k in keys:
+            self._teams_of[k.name] = k.team
+            self._declare(f"key:{k.name}", f"Key '{k.name}'", k.budget_usd, k.budget_period, k)
+            limit = _limit(k.end_user_budget_usd, k.end_user_budget_period, k.budget_hard)
+            if limit is not None:
+                self._per_user[f"key:{k.name}"] = limit
+        for t in teams:
+            self._declare(f"team:{t.name}", f"Team '{t.name}'", t.budget_usd, t.budget_period, t)
+            limit = _limit(t.end_user_budget_usd, t.end_user_budget_period, t.budget_hard)
+            if limit is not None:
+                self._per_user[f"team:{t.name}"] = limit
+
+    def _declare(self, account: str, label: str, usd: float | None, period: str, cfg: Any) -> None:
+        limit = _limit(usd, period, cfg.budget_hard)
+        if limit is not None:
+            self._acc[account] = _Account(label, limit)
 
     def has_any(self) -> bool:
-        """Whether any key has a budget (else the ledger need not be read at start)."""
-        return bool(self._acc)
+        """Whether any budget exists (else the ledger need not be read at start)."""
+        return bool(self._acc or self._per_user)
 
-    def has_budget(self, key: str) -> bool:
-        """Whether admission for `key` needs a worst-case cost at all."""
-        return key in self._acc
+    def covers(self, payer: Payer) -> bool:
+        """Whether admission for `payer` needs a worst-case cost at all."""
+        team = payer.team
+        return (
+            f"key:{payer.key}" in self._acc
+            or (team is not None and f"team:{team}" in self._acc)
+            or (
+                payer.end_user is not None
+                and (
+                    f"key:{payer.key}" in self._per_user
+                    or (team is not None and f"team:{team}" in self._per_user)
+                )
+            )
+        )
+
+    def _accounts(self, payer: Payer) -> list[str]:
+        owners = [f"key:{payer.key}"]
+        if payer.team is not None:
+            owners.append(f"team:{payer.team}")
+        found = [o for o in owners if o in self._acc]
+        if payer.end_user is not None:
+            for owner in owners:
+                limit = self._per_user.get(owner)
+                if limit is None:
+                    continue
+                account = f"{owner}/user:{payer.end_user}"
+                if account not in self._acc:
+                    what = "team" if owner.startswith("team:") else "key"
+                    label = f"End user '{payer.end_user}' of {what} '{owner.split(':', 1)[1]}'"
+                    self._acc[account] = _Account(label, limit)
+                found.append(account)
+        return found
 
     def _roll(self, acc: _Account) -> datetime | None:
-        start = period_start(acc.period_kind, self._clock())
+        start = period_start(acc.limit.period, self._clock())
         if start != acc.period:
             acc.period, acc.spent, acc.warned = start, ZERO, False
             # Reservations of the old period settle into it, so they stop counting here.
@@ -76,57 +151,69 @@ class BudgetBook:
         return start
 
     def seed(self, rows: Iterable[dict[str, Any]]) -> None:
-        """Add ledger rows (`key`, `ts`, `cost_usd`) of the current period to the spend."""
+        """Add ledger rows (`key`, `team`, `end_user`, `ts`, `cost_usd`) of the current
+        period to the spend of every account they count against."""
         for acc in self._acc.values():
             self._roll(acc)
         for row in rows:
-            acc_ = self._acc.get(row.get("key") or "")
-            cost = row.get("cost_usd")
-            if acc_ is None or cost is None:
+            cost, key = row.get("cost_usd"), row.get("key")
+            if cost is None or not key:
                 continue
+            team = row.get("team") or self._teams_of.get(key)
+            payer = Payer(key, team, row.get("end_user") or None)
             ts = row.get("ts")
-            if acc_.period is not None and isinstance(ts, datetime):
-                ts = ts if ts.tzinfo else ts.replace(tzinfo=UTC)
-                if ts < acc_.period:
+            if isinstance(ts, datetime) and ts.tzinfo is None:
+                ts = ts.replace(tzinfo=UTC)
+            for account in self._accounts(payer):
+                acc = self._acc[account]
+                self._roll(acc)
+                if acc.period is not None and isinstance(ts, datetime) and ts < acc.period:
                     continue
-            acc_.spent += Decimal(cost)
+                acc.spent += Decimal(cost)
 
     def earliest_period(self) -> datetime | None:
-        """The earliest period start among budgeted keys (what to read the ledger from)."""
-        starts = [period_start(a.period_kind, self._clock()) for a in self._acc.values()]
+        """The earliest period start among all budgets (what to read the ledger from)."""
+        now = self._clock()
+        limits = [a.limit for a in self._acc.values()] + list(self._per_user.values())
+        starts = [period_start(limit.period, now) for limit in limits]
         if not starts or any(s is None for s in starts):
             return None
         return min(s for s in starts if s is not None)
 
-    def admit(self, key: str, worst_case: Decimal) -> Hold | None:
-        """Reserve `worst_case` or raise `BudgetExceeded` (hard budgets). None: no budget."""
-        acc = self._acc.get(key)
-        if acc is None:
-            return None
-        period = self._roll(acc)
-        if acc.spent + acc.reserved + worst_case > acc.budget:
-            what = f"Key '{key}' has reached its {acc.period_kind} budget of ${acc.budget}."
-            if acc.hard:
+    def admit(self, payer: Payer, worst_case: Decimal) -> list[Hold]:
+        """Reserve `worst_case` on every account covering `payer`, or none of them: raises
+        `BudgetExceeded` when a hard budget would be passed."""
+        accounts = self._accounts(payer)
+        periods: list[datetime | None] = []
+        for account in accounts:
+            acc = self._acc[account]
+            periods.append(self._roll(acc))
+            if acc.spent + acc.reserved + worst_case <= acc.limit.usd:
+                continue
+            what = f"{acc.label} has reached its {acc.limit.period} budget of ${acc.limit.usd}."
+            if acc.limit.hard:
                 raise BudgetExceeded(what)
             if not acc.warned and self._warn is not None:
                 acc.warned = True
-                self._warn(key, what)
-        acc.reserved += worst_case
-        return Hold(key, period, worst_case)
+                self._warn(account, what)
+        holds = []
+        for account, period in zip(accounts, periods, strict=True):
+            self._acc[account].reserved += worst_case
+            holds.append(Hold(account, period, worst_case))
+        return holds
 
-    def settle(self, hold: Hold | None, actual: Decimal) -> None:
-        """Replace a reservation with the actual cost (exactly, in Decimal)."""
-        if hold is None:
-            return
-        acc = self._acc[hold.key]
-        current = self._roll(acc)
-        if hold.period != current:
-            return
-        acc.reserved -= hold.amount
-        acc.spent += actual
+    def settle(self, holds: Iterable[Hold], actual: Decimal) -> None:
+        """Replace reservations with the actual cost (exactly, in Decimal)."""
+        for hold in holds:
+            acc = self._acc[hold.account]
+            if hold.period != self._roll(acc):
+                continue
+            acc.reserved -= hold.amount
+            acc.spent += actual
 
-    def state(self, key: str) -> tuple[Decimal, Decimal]:
-        """(spent, reserved) for `key` in its current period."""
-        acc = self._acc[key]
+    def state(self, account: str) -> tuple[Decimal, Decimal]:
+        """(spent, reserved) of an account (`key:NAME`, `team:NAME`, `key:NAME/user:ID`) in
+        its current period."""
+        acc = self._acc[account]
         self._roll(acc)
         return acc.spent, acc.reserved

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from tokenway.config.schema import ProviderConfig
 from tokenway.errors import UpstreamConnectError, UpstreamStatus
 from tokenway.providers.adapters import Adapter, Prepared, make_adapter
@@ -27,12 +29,15 @@ class Upstream:
         )
         self.keys = KeyPool(keys)
         self._pool = pool
+        # Told every answer's status and headers (rate-limit headroom is learned from them).
+        self.on_answer: Callable[[str, int, Mapping[str, str]], None] | None = None
 
-    async def send(self, prep: Prepared) -> H1Response:
+    async def send(self, prep: Prepared, label: str = "") -> H1Response:
         """POST a prepared request with the next usable key.
 
         A key the provider refuses (401, 403) or throttles (429) is rested and the request goes
-        out again with the next key, while untried keys remain.
+        out again with the next key, while untried keys remain. `label` names the target for
+        `on_answer`.
         """
         tries = max(1, len(self.keys))
         for n in range(tries):
@@ -51,6 +56,8 @@ class Upstream:
                 )
             except (TimeoutError, OSError, ValueError) as exc:
                 raise map_exception(exc) from None
+            if self.on_answer is not None and label:
+                self.on_answer(label, resp.status, resp.headers)
             if resp.status < 300:
                 return resp
             try:

@@ -23,6 +23,7 @@ DIMENSIONS = (
     "api",
     "status",
     "end_user",
+    "task",
 )
 TAG_PREFIX = "tag:"  # `--by tag:tenant` groups by the value of the row's `tenant` tag
 
@@ -78,20 +79,22 @@ class Group(msgspec.Struct, kw_only=True):
 def spend_report(
     rows: Iterable[dict[str, Any]], by: str, until: datetime | None = None
 ) -> tuple[list[Group], Group]:
-    """Groups by `by` (most costly first) and their total."""
-    tag = by[len(TAG_PREFIX) :] if by.startswith(TAG_PREFIX) else None
-    if by not in DIMENSIONS and not tag:
-        raise ValueError(
-            f"cannot group by {by!r}; choose one of {', '.join(DIMENSIONS)} or tag:NAME"
-        )
+    """Groups by `by` (most costly first) and their total. `by` names one dimension or
+    several separated by commas (`task,mode`); a group's name joins its values with ` / `."""
+    dims = [d.strip() for d in by.split(",")]
+    for d in dims:
+        if d not in DIMENSIONS and not (d.startswith(TAG_PREFIX) and len(d) > len(TAG_PREFIX)):
+            raise ValueError(
+                f"cannot group by {d!r}; choose from {', '.join(DIMENSIONS)} or tag:NAME, "
+                "several separated by commas"
+            )
     limit = until.timestamp() if until is not None else None
     groups: dict[str, Group] = {}
     total = Group(name="total")
     for row in rows:
         if limit is not None and float(row["ts"]) >= limit:
             continue
-        value = (row.get("tags") or {}).get(tag) if tag else row.get(by)
-        name = str(value if value is not None else "-")
+        name = " / ".join(_value(row, d) for d in dims)
         g = groups.get(name)
         if g is None:
             g = groups[name] = Group(name=name)
@@ -101,10 +104,18 @@ def spend_report(
     return ordered, total
 
 
+def _value(row: dict[str, Any], dim: str) -> str:
+    if dim.startswith(TAG_PREFIX):
+        value = (row.get("tags") or {}).get(dim[len(TAG_PREFIX) :])
+    else:
+        value = row.get(dim)
+    return str(value if value is not None else "-")
+
+
 def render_table(groups: list[Group], total: Group, by: str) -> str:
     """A plain-text table for the terminal."""
     head = (
-        f"{by:<24} {'requests':>9} {'errors':>7} {'input':>12} {'cached':>12} "
+        f"{by[:32]:<32} {'requests':>9} {'errors':>7} {'input':>12} {'cached':>12} "
         f"{'hit rate':>8} {'output':>12} {'cost USD':>16} {'revenue USD':>16} {'margin':>8}"
     )
     lines = [head, "-" * len(head)]
@@ -114,7 +125,7 @@ def render_table(groups: list[Group], total: Group, by: str) -> str:
         hit = f"{g.cache_hit_rate:.1%}" if g.cache_hit_rate is not None else "-"
         margin = f"{g.margin_pct:.1f}%" if g.margin_pct is not None else "-"
         lines.append(
-            f"{g.name[:24]:<24} {g.requests:>9} {g.errors:>7} {g.input_tokens:>12} "
+            f"{g.name[:32]:<32} {g.requests:>9} {g.errors:>7} {g.input_tokens:>12} "
             f"{g.cache_read_tokens:>12} {hit:>8} {g.output_tokens:>12} "
             f"{g.cost_usd:>16.9f} {g.revenue_usd:>16.9f} {margin:>8}"
         )

@@ -146,6 +146,7 @@ class SimServer:
         self.received: list[ReceivedRequest] = []
         self.max_received = max_received
         self.request_count = 0
+        self.bytes_received = 0
         self.cache = PrefixCache()
         self.limiter = SlidingWindow()
         self.wire = _make_wire(kind, self)
@@ -209,6 +210,7 @@ class SimServer:
             # A long-running demo must not grow without bound; tests see far fewer requests.
             del self.received[: len(self.received) // 2]
         self.request_count += 1
+        self.bytes_received += len(raw)
         request[_BODY] = body
         try:
             self._check_key(request)

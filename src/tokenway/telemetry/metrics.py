@@ -60,6 +60,24 @@ class Metrics:
             ("api", "status"),
             registry=self.registry,
         )
+        self.ejections = Counter(
+            "tokenway_target_ejections",
+            "Targets ejected by their circuit breaker",
+            ("target",),
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "tokenway_upstream_failures",
+            "Failed upstream attempts by kind: connect, timeout, 5xx, 429, 4xx, unsuitable",
+            ("provider", "kind"),
+            registry=self.registry,
+        )
+        self.budget_warnings = Counter(
+            "tokenway_budget_warnings",
+            "Soft budgets passed (once per account and period), by scope: key, team, end_user",
+            ("scope",),
+            registry=self.registry,
+        )
 
     def _children(self, api: str, model: str, provider: str, status: int) -> tuple[Any, ...]:
         # prometheus_client's labels() takes a lock and validates on every call; the label sets

@@ -59,25 +59,45 @@ _json_encode = msgspec.json.encode
 
 
 def parse_usage(u: dict[str, Any]) -> Usage:
-    """Normalise an OpenAI `usage` object (also DeepSeek's cache fields).
+    """Normalise an OpenAI `usage` object (also DeepSeek's and Qwen/DashScope's cache fields).
 
     `prompt_tokens` already includes cached tokens and `completion_tokens` includes reasoning,
-    which is the canonical convention; subsets are clamped to their totals.
+    which is the canonical convention. DashScope's explicit cache adds, inside
+    `prompt_tokens_details`, `cache_creation_input_tokens` (a 5-minute cache write; the
+    `cache_creation.ephemeral_*` split when the total is missing) and `cache_type: "ephemeral"`,
+    which marks `cached_tokens` as explicit hits (explicit and implicit caching never mix in one
+    request). Subsets are clamped: reads to the prompt, writes to what reads leave of it.
     """
     if not isinstance(u, dict):
         return Usage()
     prompt = tok(u.get("prompt_tokens"))
     completion = tok(u.get("completion_tokens"))
-    cached_raw = sub(u.get("prompt_tokens_details"), "cached_tokens")
+    details = u.get("prompt_tokens_details")
+    cached_raw = sub(details, "cached_tokens")
     if cached_raw is None:
         cached_raw = u.get("prompt_cache_hit_tokens")
+    reads = min(tok(cached_raw), prompt)
+    writes, writes_1h = _cache_writes(details)
+    writes = min(writes, prompt - reads)
     reasoning = tok(sub(u.get("completion_tokens_details"), "reasoning_tokens"))
     return Usage(
         input_tokens=prompt,
-        cache_read_tokens=min(tok(cached_raw), prompt),
+        cache_read_tokens=reads,
+        cache_write_tokens=writes,
+        cache_write_1h_tokens=min(writes_1h, writes),
         output_tokens=completion,
         reasoning_tokens=min(reasoning, completion),
+        cache_explicit=sub(details, "cache_type") == "ephemeral",
     )
+
+
+def _cache_writes(details: Any) -> tuple[int, int]:
+    """(all, one-hour) cache-write tokens of DashScope-style `prompt_tokens_details`."""
+    split = sub(details, "cache_creation")
+    five_min = tok(sub(split, "ephemeral_5m_input_tokens"))
+    one_hour = tok(sub(split, "ephemeral_1h_input_tokens"))
+    total = sub(details, "cache_creation_input_tokens")
+    return (five_min + one_hour if total is None else tok(total)), one_hour
 
 
 def encode_usage(u: Usage) -> dict[str, Any]:
@@ -203,6 +223,7 @@ class StreamDecoder:
         self._thinking: int | None = None
         self._tools: dict[int, int] = {}
         self._stop: StopReason = "end_turn"
+        self._tier: str | None = None
 
     def _switch(self, index: int | None, out: list[StreamEvent]) -> int:
         """Make `index` (or a new block when None) the open block; returns its index."""
@@ -234,10 +255,12 @@ class StreamDecoder:
             self._delta(choice.get("delta") or {}, out)
             if choice.get("finish_reason"):
                 self._stop = _FINISH_TO_STOP.get(choice["finish_reason"], "end_turn")
+        if isinstance(data.get("service_tier"), str):
+            # every chunk may carry it; the usage chunk of some upstreams omits it
+            self._tier = data["service_tier"]
         if isinstance(data.get("usage"), dict):
             usage = parse_usage(data["usage"])
-            if isinstance(data.get("service_tier"), str):
-                usage.service_tier = data["service_tier"]
+            usage.service_tier = self._tier
             out.append(UsageUpdate(usage=usage))
         return out
 

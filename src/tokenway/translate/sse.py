@@ -85,7 +85,9 @@ class SSEParser:
 
 
 def merge_usage(old: Usage | None, new: Usage) -> Usage:
-    """Fold `new` into `old`: each non-zero field of `new` replaces the one in `old`."""
+    """Fold `new` into `old`: each non-zero field of `new` replaces the one in `old`.
+
+    `cache_explicit` is sticky: an update that does not repeat the cache type keeps it."""
     if old is None:
         return new
     return Usage(
@@ -97,4 +99,5 @@ def merge_usage(old: Usage | None, new: Usage) -> Usage:
         reasoning_tokens=new.reasoning_tokens or old.reasoning_tokens,
         service_tier=new.service_tier or old.service_tier,
         source=new.source,
+        cache_explicit=new.cache_explicit or old.cache_explicit,
     )

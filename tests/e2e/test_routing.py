@@ -1,0 +1,198 @@
+"""Routing under SLA against real simulated providers: a primary killed under load, a provider
+out of rate-limit headroom, every provider down under a retry budget, task tiers and residency.
+Counts and outcomes are asserted here; latency figures belong to bench/."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from tokenway.accounting.ledger import read_attempts, read_requests
+
+from .conftest import KEY, clients_for, close_clients
+from .stack import Stack
+
+FAST = {"ttft_ms": 2, "tokens_per_s": 20000, "output_tokens": 8}
+CN_KEY = "sk-test-cn-only"
+MSG = [{"role": "user", "content": "hello"}]
+
+
+def doc(ledger: Path) -> dict[str, Any]:
+    sims: dict[str, dict[str, Any]] = {
+        "primary": FAST,
+        "secondary": FAST,
+        "limited": {**FAST, "rpm": 30},
+        "spare": FAST,
+        "down-a": {**FAST, "faults": [{"kind": "status", "status": 503}]},
+        "down-b": {**FAST, "faults": [{"kind": "status", "status": 503}]},
+        "cheap": FAST,
+        "strong": FAST,
+        "us": FAST,
+        "cn": FAST,
+    }
+    regions = {"us": "us", "cn": "cn"}
+    providers = [
+        {"name": n, "kind": "openai", "base_url": f"sim://{n}", "region": regions.get(n)}
+        for n in sims
+    ]
+
+    def t(*names: str) -> list[dict[str, str]]:
+        return [{"provider": n, "model": "gpt-4o-mini"} for n in names]
+
+    return {
+        "storage": {"ledger": f"sqlite:///{ledger}"},
+        "sim": [{"name": n, "kind": "openai", "scenario": s} for n, s in sims.items()],
+        "providers": providers,
+        "models": [
+            {"name": "core", "targets": t("primary", "secondary")},
+            {"name": "spill", "targets": t("limited", "spare")},
+            {"name": "down", "targets": t("down-a", "down-b")},
+            {
+                "name": "tiered",
+                "targets": t("cheap"),
+                "tasks": {"high-value": {"targets": t("strong")}},
+            },
+            {"name": "global", "targets": t("us", "cn")},
+        ],
+        "keys": [
+            {"name": "app", "key": KEY},
+            {"name": "cn-only", "key": CN_KEY, "regions": ["cn"]},
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def rs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    s = Stack(doc(tmp_path_factory.mktemp("routing") / "ledger.db")).start()
+    yield s
+    close_clients(s)
+    s.stop()
+
+
+async def fire(
+    stack: Stack, model: str, n: int, rate: float, headers: dict[str, str] | None = None
+) -> list[tuple[float, float, BaseException | None]]:
+    """`n` requests at `rate` per second from the official async SDK (no SDK retries);
+    returns (start, seconds, error) per request."""
+    client = openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key=KEY, max_retries=0)
+    out: list[tuple[float, float, BaseException | None]] = []
+
+    async def one() -> None:
+        t0 = time.perf_counter()
+        try:
+            await client.chat.completions.create(
+                model=model, messages=MSG, max_tokens=8, extra_headers=headers
+            )
+            out.append((t0, time.perf_counter() - t0, None))
+        except openai.APIError as exc:
+            out.append((t0, time.perf_counter() - t0, exc))
+
+    tasks = []
+    start = time.perf_counter()
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    await client.close()
+    return out
+
+
+def attempts_by_provider(stack: Stack) -> dict[str, list[dict[str, Any]]]:
+    stack.flush()
+    by: dict[str, list[dict[str, Any]]] = {}
+    for a in read_attempts(stack.config.raw.storage.ledger):
+        by.setdefault(a["provider"], []).append(a)
+    return by
+
+
+def test_primary_killed_under_load_loses_no_request(rs: Stack) -> None:
+    async def scenario() -> list[tuple[float, float, BaseException | None]]:
+        load = asyncio.create_task(fire(rs, "core", 300, 200.0))
+        await asyncio.sleep(0.5)
+        rs.run(rs.sims["primary"].close())
+        return await load
+
+    results = asyncio.run(scenario())
+    assert [e for _, _, e in results if e is not None] == []
+    by = attempts_by_provider(rs)
+    failed = [a for a in by["primary"] if a["status"] != 200]
+    assert failed, "the kill should have cost the primary some attempts"
+    # the breaker ejected the dead primary: it was not tried for every later request
+    assert len(failed) < 60
+    assert len(by["secondary"]) > 100
+
+
+def test_rate_limited_provider_is_spilled_from_once_learned(rs: Stack) -> None:
+    results = asyncio.run(fire(rs, "spill", 90, 60.0))
+    assert [e for _, _, e in results if e is not None] == []
+    by = attempts_by_provider(rs)
+    limited = by["limited"]
+    served = [a for a in limited if a["status"] == 200]
+    refused = [a for a in limited if a["status"] == 429]
+    assert len(served) == 30  # the provider's whole minute of headroom was used
+    # Its remaining-requests header taught the router to stop before collecting 429s.
+    assert len(refused) <= 3
+    assert len(by["spare"]) >= 57
+
+
+def test_every_provider_down_stays_within_the_retry_budget(rs: Stack) -> None:
+    before = sum(rs.sims[n].request_count for n in ("down-a", "down-b"))
+    results = asyncio.run(fire(rs, "down", 60, 100.0, {"x-tokenway-timeout-ms": "2000"}))
+    sent = sum(rs.sims[n].request_count for n in ("down-a", "down-b")) - before
+    assert all(isinstance(e, openai.APIStatusError) and e.status_code == 503 for *_, e in results)
+    assert all(seconds < 2.0 for _, seconds, _ in results)
+    budget = rs.config.raw.routing.retry
+    # first attempts are the requests themselves; re-attempts are capped by the budget
+    assert sent <= len(results) * (1 + budget.ratio) + budget.floor
+    # once both breakers are open, requests are refused without calling anyone
+    assert sent < len(results)
+
+
+def test_task_classes_use_only_their_tier(rs: Stack) -> None:
+    c = clients_for(rs).openai()
+    marks = {"high-value": "tier-strong", None: "tier-cheap"}
+    for i in range(12):
+        task = "high-value" if i % 3 == 0 else None
+        c.chat.completions.create(
+            model="tiered",
+            messages=[{"role": "user", "content": f"{marks[task]} {i}"}],
+            extra_headers={"x-tokenway-task": task} if task else None,
+        )
+
+    def seen(sim: str) -> set[str]:
+        return {
+            r.body["messages"][0]["content"].split()[0]
+            for r in rs.sims[sim].received
+            if isinstance(r.body, dict) and "messages" in r.body
+        }
+
+    assert seen("strong") == {"tier-strong"}
+    assert seen("cheap") == {"tier-cheap"}
+    rows = [r for r in read_requests(rs.config.raw.storage.ledger) if r["model"] == "tiered"]
+    assert {r["task"] for r in rows} == {"high-value", None}
+
+
+def test_residency_sends_no_byte_outside_the_allowed_regions(rs: Stack) -> None:
+    us_before = rs.sims["us"].bytes_received
+    c = clients_for(rs).openai(CN_KEY)
+    for _ in range(6):
+        c.chat.completions.create(model="global", messages=MSG)
+    # even when the only allowed region fails, nothing spills to another region
+    rs.run(rs.sims["cn"].close())
+    with pytest.raises(openai.InternalServerError):
+        c.chat.completions.create(model="global", messages=MSG)
+    assert rs.sims["us"].bytes_received == us_before
+    assert rs.sims["cn"].bytes_received > 0
+    # a request may narrow its regions; naming none the model has is refused
+    with pytest.raises(openai.PermissionDeniedError, match="regions"):
+        clients_for(rs).openai().chat.completions.create(
+            model="global", messages=MSG, extra_headers={"x-tokenway-regions": "eu"}
+        )
