@@ -19,7 +19,7 @@ from tokenway.accounting.prices import PriceBook
 from tokenway.accounting.revenue import Plans
 from tokenway.auth.keys import KeyStore
 from tokenway.config.load import Config
-from tokenway.config.schema import ModelConfig, TargetConfig
+from tokenway.config.schema import HedgeConfig, ModelConfig, TargetConfig
 from tokenway.domain.types import ChatRequest
 from tokenway.execution.failover import Target
 from tokenway.limits.budget import BudgetBook
@@ -81,6 +81,7 @@ class Runtime:
         policy: str,
         timeout_ms: int | None,
         model: ModelConfig,
+        hedge: HedgeConfig | None,
     ) -> Route:
         built = []
         for t in targets:
@@ -95,7 +96,7 @@ class Runtime:
                 self.routing.headroom.configure(target.label, t.limits.rpm, t.limits.tpm)
             built.append(target)
         ms = timeout_ms if timeout_ms is not None else self.config.raw.routing.timeout_ms
-        return Route(built, policy, ms / 1000.0, model.context_window)
+        return Route(built, policy, ms / 1000.0, model.context_window, hedge)
 
     def expected_cost(self, t: Target, hit_rate: float, prompt: int, output: int) -> Decimal | None:
         """What a request is expected to cost at `t`, with `hit_rate` of its prompt cached."""
@@ -142,10 +143,14 @@ class Runtime:
             if p.limits is not None:
                 self.routing.headroom.configure(name, p.limits.rpm, p.limits.tpm)
         for name, m in self.config.models.items():
-            self.routes[name] = {None: self._route(m.targets, m.policy, m.timeout_ms, m)}
+            self.routes[name] = {None: self._route(m.targets, m.policy, m.timeout_ms, m, m.hedge)}
             for task, tr in m.tasks.items():
                 self.routes[name][task] = self._route(
-                    tr.targets, tr.policy or m.policy, tr.timeout_ms or m.timeout_ms, m
+                    tr.targets,
+                    tr.policy or m.policy,
+                    tr.timeout_ms or m.timeout_ms,
+                    m,
+                    tr.hedge if tr.hedge is not None else m.hedge,
                 )
             self.targets[name] = self.routes[name][None].targets
         await self.ledger.start()

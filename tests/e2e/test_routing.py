@@ -35,6 +35,8 @@ def doc(ledger: Path) -> dict[str, Any]:
         "strong": FAST,
         "us": FAST,
         "cn": FAST,
+        "tail": {**FAST, "ttft_ms": 20, "slow_rate": 0.3, "slow_factor": 25, "seed": 7},
+        "backup": {**FAST, "ttft_ms": 20},
     }
     regions = {"us": "us", "cn": "cn"}
     providers = [
@@ -59,7 +61,13 @@ def doc(ledger: Path) -> dict[str, Any]:
                 "tasks": {"high-value": {"targets": t("strong")}},
             },
             {"name": "global", "targets": t("us", "cn")},
+            {"name": "hedged", "targets": t("tail", "backup"), "hedge": {"after_ms": 120}},
         ],
+        "prices": [
+            {"provider": n, "model": "gpt-4o-mini", "input": 0.15, "output": 0.6}
+            for n in ("tail", "backup")
+        ],
+        "routing": {"hedge_ratio": 0.5},
         "keys": [
             {"name": "app", "key": KEY},
             {"name": "cn-only", "key": CN_KEY, "regions": ["cn"]},
@@ -196,3 +204,29 @@ def test_residency_sends_no_byte_outside_the_allowed_regions(rs: Stack) -> None:
         clients_for(rs).openai().chat.completions.create(
             model="global", messages=MSG, extra_headers={"x-tokenway-regions": "eu"}
         )
+
+
+def test_hedge_races_a_slow_first_attempt_and_both_are_costed(rs: Stack) -> None:
+    c = clients_for(rs).openai()
+    for i in range(30):
+        stream = c.chat.completions.create(
+            model="hedged", messages=[{"role": "user", "content": f"q{i}"}], stream=True
+        )
+        assert "".join(ch.choices[0].delta.content or "" for ch in stream if ch.choices)
+    rs.flush()
+    url = rs.config.raw.storage.ledger
+    rows = {r["request_id"]: r for r in read_requests(url) if r["model"] == "hedged"}
+    attempts: dict[str, list[dict[str, Any]]] = {}
+    for a in read_attempts(url):
+        if a["request_id"] in rows:
+            attempts.setdefault(a["request_id"], []).append(a)
+    hedged = {rid: a for rid, a in attempts.items() if len(a) > 1}
+    assert hedged, "with 30% of first tokens 25x late, some requests must have been hedged"
+    assert len(hedged) <= 0.5 * len(rows) + 1  # the hedge budget
+    for rid, tries in hedged.items():
+        flags = sorted(a["flag"] for a in tries)
+        assert flags == ["HEDGE", "OK"], flags
+        assert all(a["cost_usd"] > 0 for a in tries)  # the loser's prompt is billed too
+        assert rows[rid]["cost_usd"] == sum(a["cost_usd"] for a in tries)
+        winner = next(a for a in tries if a["flag"] == "OK")
+        assert rows[rid]["provider"] == winner["provider"]

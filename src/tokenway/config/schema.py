@@ -61,12 +61,22 @@ class TargetConfig(Strict):
     limits: RateLimits | None = None
 
 
+class HedgeConfig(Strict):
+    """Race a slow first attempt: after `after_ms` (default: the first target's recent p95
+    time to first token, or `default_ms` until it has 20 samples) without a result, the same
+    request goes to the next target too; the first to produce wins."""
+
+    after_ms: float | None = None
+    default_ms: float = 1000.0
+
+
 class TaskRoute(Strict):
-    """The tier of targets serving one task class, with its own policy and deadline."""
+    """The tier of targets serving one task class, with its own policy, deadline and hedging."""
 
     targets: list[TargetConfig]
     policy: Policy | None = None
     timeout_ms: int | None = None
+    hedge: HedgeConfig | None = None
 
 
 class ModelConfig(Strict):
@@ -79,6 +89,7 @@ class ModelConfig(Strict):
     kind: Literal["chat", "embedding"] = "chat"
     policy: Policy = "priority"
     timeout_ms: int | None = None
+    hedge: HedgeConfig | None = None
     tasks: dict[str, TaskRoute] = msgspec.field(default_factory=dict)
 
 
@@ -106,6 +117,8 @@ class RoutingConfig(Strict):
     retry: RetryConfig = msgspec.field(default_factory=RetryConfig)
     breaker: BreakerSettings = msgspec.field(default_factory=BreakerSettings)
     timeout_ms: int = 600_000
+    # Hedges may be at most this share of hedged routes' requests (a cost ceiling).
+    hedge_ratio: float = 0.1
 
 
 _PRICE_FIELDS = (
@@ -292,6 +305,9 @@ class SimScenario(Strict):
     ttft_ms: float = 20.0
     tokens_per_s: float = 400.0
     jitter: float = 0.0
+    # A heavy tail: this share of requests waits `slow_factor` times the TTFT for its first token.
+    slow_rate: float = 0.0
+    slow_factor: float = 10.0
     output_tokens: int = 16
     rpm: int | None = None
     tpm: int | None = None

@@ -70,14 +70,22 @@ async def run(
     state: RoutingState,
     deadline: Deadline,
     tokens: int = 0,
+    hedge_after_s: float | None = None,
 ) -> T:
-    """Try `targets` in order, then again while attempts, budget and deadline allow."""
+    """Try `targets` in order, then again while attempts, budget and deadline allow.
+
+    With `hedge_after_s`, a first attempt that has not produced its result (for a stream: its
+    first content) after that long is raced by the same request to the next available target,
+    under the hedge budget; the first to succeed wins and the other is cancelled.
+    """
     errors: list[tuple[str, UpstreamError]] = []
     tried: set[str] = set()
     sent = 0
     retry_after: dict[str, float] = {}
     max_attempts = state.cfg.retry.max_attempts
     state.budget.request()
+    if hedge_after_s is not None:
+        state.hedges.request()
     pending = list(targets)
     round_ = 0
     waited = False
@@ -88,6 +96,8 @@ async def run(
         for t in pending:
             if sent >= max_attempts:
                 break
+            if round_ == 0 and t.label in tried:
+                continue  # raced as a hedge already
             wait = state.unavailable_s(t, tokens)
             if wait > 0:
                 skipped.append((t, wait))
@@ -116,16 +126,24 @@ async def run(
                 tried.add(t.label)
                 state.headroom.take(t.label, t.upstream.name, tokens)
                 started = time.monotonic()
+                if sent == 1 and hedge_after_s is not None:
+                    alt = _hedge_target(state, pending, t, tokens)
+                    winner, result, lost = await _race(
+                        t, alt, attempt, state, deadline, hedge_after_s, tokens
+                    )
+                    raced = {x.label for x, _ in lost} | ({winner.label} if winner else set())
+                    if alt is not None and alt.label in raced:
+                        sent += 1
+                        tried.add(alt.label)
+                    for loser, err in lost:
+                        _note_failure(state, loser, err, errors, retry_after, failed)
+                    if winner is None:
+                        continue
+                    state.succeeded(winner, time.monotonic() - started)
+                    return result  # type: ignore[return-value]
                 result = await attempt(t, deadline.left())
             except UpstreamError as err:
-                state.failed(t, err)
-                errors.append((t.label, err))
-                if isinstance(err, UpstreamStatus) and err.retry_after_s is not None:
-                    retry_after[t.label] = err.retry_after_s
-                if not err.retryable:
-                    raise AllTargetsFailed(errors) from None
-                if not isinstance(err, TargetUnsuitable):
-                    failed.append(t)
+                _note_failure(state, t, err, errors, retry_after, failed)
                 continue
             finally:
                 if retry:
@@ -147,3 +165,76 @@ async def run(
         round_ += 1
         pending = failed
     raise AllTargetsFailed(errors)
+
+
+def _note_failure(
+    state: RoutingState,
+    t: Target,
+    err: UpstreamError,
+    errors: list[tuple[str, UpstreamError]],
+    retry_after: dict[str, float],
+    failed: list[Target],
+) -> None:
+    state.failed(t, err)
+    errors.append((t.label, err))
+    if isinstance(err, UpstreamStatus) and err.retry_after_s is not None:
+        retry_after[t.label] = err.retry_after_s
+    if not err.retryable:
+        raise AllTargetsFailed(errors) from None
+    if not isinstance(err, TargetUnsuitable):
+        failed.append(t)
+
+
+def _hedge_target(
+    state: RoutingState, pending: list[Target], first: Target, tokens: int
+) -> Target | None:
+    """The next target after `first` that could take a hedge now (not yet claimed)."""
+    after = pending[pending.index(first) + 1 :] if first in pending else []
+    for t in after:
+        if state.unavailable_s(t, tokens) == 0 and state.breakers.ejected_for(t.label) == 0:
+            return t
+    return None
+
+
+async def _race(
+    first: Target,
+    alt: Target | None,
+    attempt: Attempt[T],
+    state: RoutingState,
+    deadline: Deadline,
+    after_s: float,
+    tokens: int,
+) -> tuple[Target | None, T | None, list[tuple[Target, UpstreamError]]]:
+    """Run `first`; if it has not finished after `after_s`, race `alt` against it.
+
+    Returns (winner, result, failures); winner is None when every raced attempt failed. The
+    loser of a race is cancelled (its attempt records what it cost)."""
+    lost: list[tuple[Target, UpstreamError]] = []
+    tasks: dict[asyncio.Future[T], Target] = {
+        asyncio.ensure_future(attempt(first, deadline.left())): first
+    }
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=after_s)
+        if not done and alt is not None and state.hedges.try_acquire():
+            # The hedge is counted by the hedge budget; the slot is not held while it runs.
+            state.hedges.release()
+            if state.breakers.acquire(alt.label):
+                state.headroom.take(alt.label, alt.upstream.name, tokens)
+                state.hedged(first, alt)
+                tasks[asyncio.ensure_future(attempt(alt, deadline.left()))] = alt
+        while tasks:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for fut in done:
+                t = tasks.pop(fut)
+                exc = fut.exception()
+                if exc is None:
+                    return t, fut.result(), lost
+                if not isinstance(exc, UpstreamError):
+                    raise exc
+                lost.append((t, exc))
+        return None, None, lost
+    finally:
+        for fut in tasks:
+            fut.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

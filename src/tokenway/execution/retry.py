@@ -16,15 +16,18 @@ from collections.abc import Callable
 
 
 class Deadline:
-    """The moment a request must be answered by (monotonic seconds)."""
+    """The moment a request must be answered by, on `clock` (monotonic seconds)."""
 
-    __slots__ = ("at",)
+    __slots__ = ("_clock", "at")
 
     def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self.at = clock() + seconds
 
-    def left(self, clock: Callable[[], float] = time.monotonic) -> float:
-        return self.at - clock()
+    def left(self, clock: Callable[[], float] | None = None) -> float:
+        """Seconds until the deadline (negative once past), on the deadline's own clock
+        unless `clock` is given: `at` means nothing on another clock."""
+        return self.at - (clock or self._clock)()
 
 
 def backoff_s(round_: int, retry_after_s: float | None, base_s: float = 0.05) -> float:

@@ -305,6 +305,7 @@ class Gateway:
             out or 256,
         )
         deadline = self._deadline(scope, route)
+        hedge_s = self.rt.routing.hedge_after_s(route.hedge, targets[0]) if targets else None
         room, held = self.rt.limiter.admit(principal, est + out)
         holds: list[Hold] = []
         if budgeted:
@@ -325,11 +326,22 @@ class Gateway:
         try:
             if req.stream:
                 await chat.stream(
-                    ctx, api, req, raw, fwd, targets, send, receive, extra, deadline, est + out
+                    ctx,
+                    api,
+                    req,
+                    raw,
+                    fwd,
+                    targets,
+                    send,
+                    receive,
+                    extra,
+                    deadline,
+                    est + out,
+                    hedge_s,
                 )
             else:
                 await chat.complete(
-                    ctx, api, req, raw, fwd, targets, send, extra, deadline, est + out
+                    ctx, api, req, raw, fwd, targets, send, extra, deadline, est + out, hedge_s
                 )
         except AllTargetsFailed as err:
             ctx.finish(err.status, err.flag)

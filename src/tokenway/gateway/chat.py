@@ -114,6 +114,7 @@ async def complete(
     extra_headers: Headers,
     deadline: Deadline,
     tokens: int = 0,
+    hedge_after_s: float | None = None,
 ) -> None:
     """A whole (non-streamed) chat request."""
 
@@ -136,6 +137,9 @@ async def complete(
             failure = map_exception(exc)
             ctx.attempt_failed(up.name, t.model, failure, started, None)
             raise failure from None
+        except asyncio.CancelledError:
+            ctx.attempt_cancelled(up.name, t.model, started, None, ctx.rt.estimate_prompt(req))
+            raise
         try:
             if same:
                 head = usage_only.decode(data)
@@ -155,7 +159,7 @@ async def complete(
         extra_headers.append((b"x-tokenway-cost-usd", f"{cost:.9f}".encode()))
         return out
 
-    body = await run(targets, attempt, ctx.rt.routing, deadline, tokens)
+    body = await run(targets, attempt, ctx.rt.routing, deadline, tokens, hedge_after_s)
     await respond(
         send,
         200,
@@ -218,6 +222,7 @@ async def stream(
     extra_headers: Headers,
     deadline: Deadline,
     tokens: int = 0,
+    hedge_after_s: float | None = None,
 ) -> None:
     """A streamed chat request: fail over until an upstream yields content, then relay it.
     The deadline bounds the time to first content; the relay itself is not cut short."""
@@ -238,6 +243,9 @@ async def stream(
             failure = map_exception(exc)
             ctx.attempt_failed(up.name, t.model, failure, started, None)
             raise failure from None
+        except asyncio.CancelledError:
+            ctx.attempt_cancelled(up.name, t.model, started, None, ctx.rt.estimate_prompt(req))
+            raise
         decoder = up.adapter.decoder(t.model)
         frames = iter_sse(resp).__aiter__()
         pending: list[tuple[SseFrame, dict[str, Any] | None, list[StreamEvent]]] = []
@@ -254,6 +262,10 @@ async def stream(
                 evs = decoder.finish()
             pending.append((SseFrame(event=None, data=b"", raw=b""), None, evs))
             return _Opened(t, resp, frames, decoder, pending, started)
+        except asyncio.CancelledError:
+            resp.release()
+            ctx.attempt_cancelled(up.name, t.model, started, usage, ctx.rt.estimate_prompt(req))
+            raise
         except _STREAM_ERRORS as exc:
             resp.release()
             failure = map_exception(exc)
@@ -263,7 +275,7 @@ async def stream(
             ctx.attempt_failed(up.name, t.model, failure, started, usage)
             raise failure from None
 
-    opened = await run(targets, attempt, ctx.rt.routing, deadline, tokens)
+    opened = await run(targets, attempt, ctx.rt.routing, deadline, tokens, hedge_after_s)
     await _relay(ctx, api, req, opened, send, receive, extra_headers)
 
 

@@ -107,6 +107,16 @@ class RequestContext:
             },
         )
 
+    def attempt_cancelled(
+        self, provider: str, model: str, started: float, usage: Usage | None, prompt: int
+    ) -> None:
+        """Record an attempt given up while in flight (the loser of a hedge race). The provider
+        bills what it processed: its reported usage if any arrived, else the prompt."""
+        u = usage or Usage(input_tokens=prompt, source="estimated")
+        cost = self.rt.prices.cost(provider, model, u, self.at)
+        self._add(provider, model, 0, "HEDGE", u, cost, started, None, None)
+        self.rt.metrics.attempts.labels(provider, "HEDGE").inc()
+
     def _add(
         self,
         provider: str,

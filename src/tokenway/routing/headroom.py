@@ -21,8 +21,18 @@ from datetime import datetime
 
 from tokenway.providers.transport import parse_retry_after
 
-_GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_GO_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Go prints sub-millisecond durations in µs (micro sign or Greek mu) and ns.
+_GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|\u00b5s|\u03bcs|ms|h|m|s)")
+_GO_UNIT = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,
+    "\u03bcs": 1e-6,
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
 # When a provider says a limit is spent but not when it resets, wait this long.
 _DEFAULT_RESET_S = 1.0
 _MAX_BLOCK_S = 120.0
@@ -56,7 +66,7 @@ def _int(value: str | None) -> int | None:
         return None
     try:
         return int(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf" parses as a float but is no count
         return None
 
 
@@ -154,7 +164,9 @@ class Headroom:
                     headers.get(f"{prefix}reset-tokens") or headers.get(f"{prefix}tokens-reset"),
                     wall,
                 )
-                until = now + (reset if reset is not None else _DEFAULT_RESET_S)
+                # Capped like `block`: a far (or absurd) reset must not shut the target for hours.
+                wait = min(reset, _MAX_BLOCK_S) if reset is not None else _DEFAULT_RESET_S
+                until = now + wait
                 self._tokens_left[label] = (tok_left, until)
                 if tok_left <= 0:
                     block = max(block, until - now)

@@ -78,11 +78,17 @@ class Breakers:
             st.probing = False
 
     def success(self, label: str) -> None:
+        """An attempt at `label` succeeded: in half-open state, the breaker closes."""
         st = self._state(label)
+        now = self._note(st, True)
+        if st.ejections and st.until > now and not st.probing:
+            # An attempt sent before the ejection (a long stream, say): it does not show that
+            # new attempts would succeed, and closing here would reset the backoff's doubling.
+            return
         st.streak, st.ejections, st.probing = 0, 0, False
-        self._note(st, True)
 
     def failure(self, label: str) -> None:
+        """An attempt at `label` failed in a way that says the target is unhealthy."""
         st = self._state(label)
         now = self._note(st, False)
         if st.ejections and st.until > now and not st.probing:

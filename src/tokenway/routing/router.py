@@ -25,7 +25,8 @@ from decimal import Decimal
 
 import msgspec
 
-from tokenway.domain.types import ChatRequest, ImageBlock
+from tokenway.config.schema import HedgeConfig
+from tokenway.domain.types import ChatRequest, ImageBlock, ToolResultBlock
 from tokenway.errors import BadRequest, PermissionDenied
 from tokenway.execution.failover import Target
 from tokenway.routing.stats import Stats
@@ -38,6 +39,7 @@ class Route(msgspec.Struct, frozen=True):
     policy: str = "priority"
     timeout_s: float = 600.0
     context_window: int | None = None
+    hedge: HedgeConfig | None = None
 
 
 def needs(req: ChatRequest) -> frozenset[str]:
@@ -49,10 +51,17 @@ def needs(req: ChatRequest) -> frozenset[str]:
     if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
         out.add("json")
     for m in req.messages:
-        if isinstance(m.content, list) and any(isinstance(b, ImageBlock) for b in m.content):
+        if any(_has_image(b) for b in m.content):
             out.add("vision")
             break
     return frozenset(out)
+
+
+def _has_image(block: object) -> bool:
+    # A tool's result may carry an image too (a screenshot tool, say).
+    if isinstance(block, ToolResultBlock):
+        return any(isinstance(b, ImageBlock) for b in block.content)
+    return isinstance(block, ImageBlock)
 
 
 def eligible(
@@ -66,26 +75,27 @@ def eligible(
     """The targets that can take the request (`context_window` is the model's, for targets
     that set none). Raises `PermissionDenied` when residency rules exclude every target (a
     request is never sent outside its regions) and `BadRequest` when nothing else fits."""
-    fits = []
-    for t in targets:
-        if regions is not None and t.upstream.region not in regions:
-            continue
-        if t.capabilities is not None and not uses <= t.capabilities:
-            continue
-        window = t.context_window or context_window
-        if window is not None and prompt_tokens + max_tokens > window:
-            continue
-        fits.append(t)
-    if fits:
-        return fits
-    if regions is not None and not any(t.upstream.region in regions for t in targets):
-        raise PermissionDenied(
-            f"No target of this model is in the allowed regions ({', '.join(sorted(regions))})."
-        )
-    if uses and not any(t.capabilities is None or uses <= t.capabilities for t in targets):
+    # Each filter judges only what the previous ones let through, so that the error names the
+    # reason that actually excluded the last targets (not, say, a capable target elsewhere).
+    allowed = targets
+    if regions is not None:
+        allowed = [t for t in targets if t.upstream.region in regions]
+        if not allowed:
+            raise PermissionDenied(
+                f"No target of this model is in the allowed regions ({', '.join(sorted(regions))})."
+            )
+    capable = [t for t in allowed if t.capabilities is None or uses <= t.capabilities]
+    if uses and not capable:
         raise BadRequest(
             f"No target of this model supports what the request uses ({', '.join(sorted(uses))})."
         )
+    fits = []
+    for t in capable:
+        window = t.context_window or context_window
+        if window is None or prompt_tokens + max_tokens <= window:
+            fits.append(t)
+    if fits:
+        return fits
     raise BadRequest(
         f"The prompt (about {prompt_tokens} tokens) plus max_tokens ({max_tokens}) does not fit "
         "the context window of any target of this model.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tokenway.config.schema import RoutingConfig
+from tokenway.config.schema import HedgeConfig, RoutingConfig
 from tokenway.errors import (
     NoCapacity,
     TargetUnsuitable,
@@ -32,6 +32,7 @@ class RoutingState:
         self.headroom = Headroom()
         r = cfg.retry
         self.budget = RetryBudget(r.ratio, r.floor, r.window_s)
+        self.hedges = RetryBudget(cfg.hedge_ratio, 0, r.window_s)
         self.stats = Stats()
         self.backoff_s = r.backoff_ms / 1000.0
         # The longest a request waits for a rate-limited target when no other can take it.
@@ -63,6 +64,19 @@ class RoutingState:
         else:
             # The target answered (a 4xx) or was never sent to: it is not unhealthy.
             self.breakers.release(t.label)
+
+    def hedged(self, first: Target, alt: Target) -> None:
+        if self.metrics is not None:
+            self.metrics.hedges.labels(first.label).inc()
+
+    def hedge_after_s(self, hedge: HedgeConfig | None, first: Target) -> float | None:
+        """How long a first attempt at `first` may take before it is hedged, or None."""
+        if hedge is None:
+            return None
+        if hedge.after_ms is not None:
+            return hedge.after_ms / 1000.0
+        p95 = self.stats.get(first.label).ttft_p95()
+        return p95 if p95 is not None else hedge.default_ms / 1000.0
 
     def succeeded(self, t: Target, seconds: float) -> None:
         self.breakers.success(t.label)

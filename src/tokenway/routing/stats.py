@@ -38,10 +38,13 @@ class TargetStats:
         return self.ttft_s + (self.per_token_s or 0.0) * max(output_tokens - 1, 0)
 
     def ttft_p95(self) -> float | None:
-        if len(self.recent_ttft) < 20:
+        """The 95th percentile (nearest rank) of recent times to first token; None before 20
+        samples."""
+        n = len(self.recent_ttft)
+        if n < 20:
             return None
-        ordered = sorted(self.recent_ttft)
-        return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        # Nearest rank: the ceil(0.95 n)-th smallest, in integers to dodge float rounding.
+        return sorted(self.recent_ttft)[(95 * n + 99) // 100 - 1]
 
 
 def _ewma(old: float | None, new: float) -> float:

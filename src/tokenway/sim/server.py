@@ -155,6 +155,7 @@ class SimServer:
         self._fault_scenario: SimScenario | None = None
         self._fault_rng = random.Random(0)
         self._jitter_rng = random.Random(0)
+        self._slow_rng = random.Random(0)
         self._scenario_requests = 0
 
     async def start(self) -> None:
@@ -303,6 +304,7 @@ class SimServer:
             self._fault_scenario = scenario
             self._fault_rng = random.Random(scenario.seed)
             self._jitter_rng = random.Random(scenario.seed + 1)
+            self._slow_rng = random.Random(scenario.seed + 2)
             self._scenario_requests = 0
         index = self._scenario_requests
         self._scenario_requests += 1
@@ -322,11 +324,18 @@ class SimServer:
             return max(0.0, seconds)
         return max(0.0, seconds * (1 + jitter * self._jitter_rng.uniform(-1, 1)))
 
+    def ttft_s(self) -> float:
+        """This request's time to first token: jittered, and now and then in the slow tail."""
+        seconds = self.jittered(self.scenario.ttft_ms / 1000)
+        if self.scenario.slow_rate > 0 and self._slow_rng.random() < self.scenario.slow_rate:
+            seconds *= self.scenario.slow_factor
+        return seconds
+
     async def wait_whole(self, output_tokens: int) -> None:
         """Sleep as long as a non-streamed answer of `output_tokens` tokens takes."""
         tps = self.scenario.tokens_per_s
-        seconds = self.scenario.ttft_ms / 1000 + (output_tokens / tps if tps > 0 else 0)
-        await asyncio.sleep(self.jittered(seconds))
+        rest = output_tokens / tps if tps > 0 else 0
+        await asyncio.sleep(self.ttft_s() + self.jittered(rest))
 
     async def open_stream(
         self, request: web.Request, gate: Gate, content_type: str = "text/event-stream"
@@ -379,7 +388,7 @@ class SimStream:
         if not self._started:
             # The first token is due at the TTFT; the rest of a first group follows at the rate.
             self._started = True
-            self._debt += self._server.jittered(scenario.ttft_ms / 1000)
+            self._debt += self._server.ttft_s()
             tokens -= 1
         if tokens > 0 and scenario.tokens_per_s > 0:
             self._debt += self._server.jittered(tokens / scenario.tokens_per_s)

@@ -66,6 +66,12 @@ class Metrics:
             ("target",),
             registry=self.registry,
         )
+        self.hedges = Counter(
+            "tokenway_hedges",
+            "Slow first attempts raced by a hedge to the next target",
+            ("target",),
+            registry=self.registry,
+        )
         self.failures = Counter(
             "tokenway_upstream_failures",
             "Failed upstream attempts by kind: connect, timeout, 5xx, 429, 4xx, unsuitable",
