@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench bench-routing clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,9 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	bash bench/run.sh
+
+bench-routing: $(STAMP)
+	$(BIN)/python bench/routing.py
 
 clean:
 	rm -rf $(VENV) tokenway-data .pytest_cache .mypy_cache .ruff_cache

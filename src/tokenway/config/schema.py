@@ -62,12 +62,20 @@ class TargetConfig(Strict):
 
 
 class HedgeConfig(Strict):
-    """Race a slow first attempt: after `after_ms` (default: the first target's recent p95
-    time to first token, or `default_ms` until it has 20 samples) without a result, the same
-    request goes to the next target too; the first to produce wins."""
+    """Race a slow first attempt: after `after_ms` (default: the first target's recent
+    `percentile` time to first token, or `default_ms` until it has 20 samples) without a
+    result, the same request goes to the next target too; the first to produce wins.
+
+    The default percentile is 90, not 95: a tail of exactly 5% slow requests puts p95 on the
+    slow requests themselves, and the hedge would fire too late to help."""
 
     after_ms: float | None = None
+    percentile: int = 90
     default_ms: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.percentile <= 99:
+            raise ValueError("percentile: must be 1 to 99")
 
 
 class TaskRoute(Strict):

@@ -75,8 +75,8 @@ class RoutingState:
             return None
         if hedge.after_ms is not None:
             return hedge.after_ms / 1000.0
-        p95 = self.stats.get(first.label).ttft_p95()
-        return p95 if p95 is not None else hedge.default_ms / 1000.0
+        learned = self.stats.get(first.label).ttft_percentile(hedge.percentile)
+        return learned if learned is not None else hedge.default_ms / 1000.0
 
     def succeeded(self, t: Target, seconds: float) -> None:
         self.breakers.success(t.label)

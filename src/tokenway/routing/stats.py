@@ -40,11 +40,16 @@ class TargetStats:
     def ttft_p95(self) -> float | None:
         """The 95th percentile (nearest rank) of recent times to first token; None before 20
         samples."""
+        return self.ttft_percentile(95)
+
+    def ttft_percentile(self, pct: int) -> float | None:
+        """The `pct`th percentile (nearest rank, 1-100) of recent times to first token; None
+        before 20 samples."""
         n = len(self.recent_ttft)
         if n < 20:
             return None
-        # Nearest rank: the ceil(0.95 n)-th smallest, in integers to dodge float rounding.
-        return sorted(self.recent_ttft)[(95 * n + 99) // 100 - 1]
+        # Nearest rank: the ceil(pct/100 n)-th smallest, in integers to dodge float rounding.
+        return sorted(self.recent_ttft)[max(1, (pct * n + 99) // 100) - 1]
 
 
 def _ewma(old: float | None, new: float) -> float:
