@@ -24,6 +24,7 @@ from tokenway.domain.types import ChatRequest
 from tokenway.execution.failover import Target
 from tokenway.limits.budget import BudgetBook
 from tokenway.limits.memory import MemoryLimiter
+from tokenway.limits.priority import PriorityGate
 from tokenway.providers.h1 import H1Pool
 from tokenway.providers.upstream import Upstream
 from tokenway.routing.router import Route
@@ -60,6 +61,7 @@ class Runtime:
         self.targets: dict[str, list[Target]] = {}
         self.routes: dict[str, dict[str | None, Route]] = {}
         self.routing = RoutingState(config.raw.routing, self.metrics)
+        self.gates: dict[str, PriorityGate] = {}
         self.sims: dict[str, Any] = {}
         self.pool = H1Pool()
         self.ready = False
@@ -153,6 +155,9 @@ class Runtime:
                     tr.hedge if tr.hedge is not None else m.hedge,
                 )
             self.targets[name] = self.routes[name][None].targets
+            if m.capacity is not None:
+                c = m.capacity
+                self.gates[name] = PriorityGate(c.max_in_flight, c.queue, c.max_wait_ms / 1000)
         await self.ledger.start()
         if self.budgets.has_any():
             await asyncio.to_thread(self._seed_budgets)

@@ -20,6 +20,8 @@ from .stack import Stack
 
 FAST = {"ttft_ms": 2, "tokens_per_s": 20000, "output_tokens": 8}
 CN_KEY = "sk-test-cn-only"
+VIP_KEY = "sk-test-vip"
+BULK_KEY = "sk-test-bulk"
 MSG = [{"role": "user", "content": "hello"}]
 
 
@@ -37,6 +39,7 @@ def doc(ledger: Path) -> dict[str, Any]:
         "cn": FAST,
         "tail": {**FAST, "ttft_ms": 20, "slow_rate": 0.3, "slow_factor": 25, "seed": 7},
         "backup": {**FAST, "ttft_ms": 20},
+        "busy": {**FAST, "ttft_ms": 300},
     }
     regions = {"us": "us", "cn": "cn"}
     providers = [
@@ -62,6 +65,25 @@ def doc(ledger: Path) -> dict[str, Any]:
             },
             {"name": "global", "targets": t("us", "cn")},
             {"name": "hedged", "targets": t("tail", "backup"), "hedge": {"after_ms": 120}},
+            {
+                "name": "fit",
+                "targets": [
+                    {"provider": "cheap", "model": "small", "context_window": 200},
+                    {"provider": "strong", "model": "big", "context_window": 100000},
+                ],
+            },
+            {
+                "name": "tooled",
+                "targets": [
+                    {"provider": "cheap", "model": "no-tools", "capabilities": ["json"]},
+                    {"provider": "strong", "model": "with-tools"},
+                ],
+            },
+            {
+                "name": "scarce",
+                "targets": t("busy"),
+                "capacity": {"max_in_flight": 4, "queue": 2, "max_wait_ms": 200},
+            },
         ],
         "prices": [
             {"provider": n, "model": "gpt-4o-mini", "input": 0.15, "output": 0.6}
@@ -71,6 +93,8 @@ def doc(ledger: Path) -> dict[str, Any]:
         "keys": [
             {"name": "app", "key": KEY},
             {"name": "cn-only", "key": CN_KEY, "regions": ["cn"]},
+            {"name": "vip", "key": VIP_KEY, "priority": "high"},
+            {"name": "bulk", "key": BULK_KEY, "priority": "low"},
         ],
     }
 
@@ -123,14 +147,16 @@ def attempts_by_provider(stack: Stack) -> dict[str, list[dict[str, Any]]]:
 
 def test_primary_killed_under_load_loses_no_request(rs: Stack) -> None:
     async def scenario() -> list[tuple[float, float, BaseException | None]]:
-        load = asyncio.create_task(fire(rs, "core", 300, 200.0))
-        await asyncio.sleep(0.5)
+        load = asyncio.create_task(fire(rs, "core", 500, 200.0))
+        # Kill once the retry budget's window holds a steady flow of requests (a gateway that
+        # has just started allows only the floor of re-attempts, by design).
+        await asyncio.sleep(1.5)
         rs.run(rs.sims["primary"].close())
         return await load
 
     results = asyncio.run(scenario())
-    assert [e for _, _, e in results if e is not None] == []
     by = attempts_by_provider(rs)
+    assert [e for _, _, e in results if e is not None] == []
     failed = [a for a in by["primary"] if a["status"] != 200]
     assert failed, "the kill should have cost the primary some attempts"
     # the breaker ejected the dead primary: it was not tried for every later request
@@ -230,3 +256,61 @@ def test_hedge_races_a_slow_first_attempt_and_both_are_costed(rs: Stack) -> None
         assert rows[rid]["cost_usd"] == sum(a["cost_usd"] for a in tries)
         winner = next(a for a in tries if a["flag"] == "OK")
         assert rows[rid]["provider"] == winner["provider"]
+
+
+def test_scarce_capacity_sheds_low_priority_and_serves_high(rs: Stack) -> None:
+    async def burst() -> dict[str, list[BaseException | None]]:
+        out: dict[str, list[BaseException | None]] = {"vip": [], "bulk": []}
+        clients = {
+            name: openai.AsyncOpenAI(base_url=rs.url + "/v1", api_key=key, max_retries=0)
+            for name, key in (("vip", VIP_KEY), ("bulk", BULK_KEY))
+        }
+
+        async def one(who: str) -> None:
+            try:
+                await clients[who].chat.completions.create(model="scarce", messages=MSG)
+                out[who].append(None)
+            except openai.APIStatusError as exc:
+                out[who].append(exc)
+
+        bulk = [asyncio.create_task(one("bulk")) for _ in range(8)]
+        await asyncio.sleep(0.1)
+        vip = [asyncio.create_task(one("vip")) for _ in range(4)]
+        await asyncio.gather(*bulk, *vip)
+        for c in clients.values():
+            await c.close()
+        return out
+
+    out = asyncio.run(burst())
+    assert out["vip"] == [None] * 4
+    shed = [e for e in out["bulk"] if e is not None]
+    assert shed and all(
+        isinstance(e, openai.RateLimitError) and int(e.response.headers["retry-after"]) >= 1
+        for e in shed
+    )
+    assert out["bulk"].count(None) >= 2  # low priority still gets its half of the slots
+
+
+def test_context_window_and_capabilities_pick_a_target_that_can_serve(rs: Stack) -> None:
+    c = clients_for(rs).openai()
+    short = c.chat.completions.with_raw_response.create(model="fit", messages=MSG, max_tokens=20)
+    assert short.headers["x-tokenway-model"] == "small"
+    long_prompt = " ".join(f"word{i}" for i in range(400))
+    long = c.chat.completions.with_raw_response.create(
+        model="fit", messages=[{"role": "user", "content": long_prompt}], max_tokens=20
+    )
+    assert long.headers["x-tokenway-model"] == "big"  # too long for the small window
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(
+            model="fit", messages=[{"role": "user", "content": long_prompt * 300}]
+        )
+    assert e.value.code == "context_length_exceeded"
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    plain = c.chat.completions.with_raw_response.create(model="tooled", messages=MSG)
+    assert plain.headers["x-tokenway-model"] == "no-tools"
+    tooled = c.chat.completions.with_raw_response.create(
+        model="tooled",
+        messages=MSG,
+        tools=[tool],  # type: ignore[list-item]
+    )
+    assert tooled.headers["x-tokenway-model"] == "with-tools"

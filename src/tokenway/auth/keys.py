@@ -37,6 +37,7 @@ class KeyStore:
                 # A key's own plan wins over its team's.
                 plan=k.plan if k.plan is not None else (team.plan if team else None),
                 regions=frozenset(k.regions) if k.regions is not None else None,
+                priority=k.priority,
             )
         self._admin = _digest(admin_key) if admin_key else None
 

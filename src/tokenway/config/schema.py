@@ -87,6 +87,18 @@ class TaskRoute(Strict):
     hedge: HedgeConfig | None = None
 
 
+class CapacityConfig(Strict):
+    """A cap on a model's requests in flight, shared by priority class (see limits/priority)."""
+
+    max_in_flight: int
+    queue: int = 64
+    max_wait_ms: float = 1000.0
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1 or self.queue < 0 or self.max_wait_ms < 0:
+            raise ValueError("max_in_flight must be at least 1, queue and max_wait_ms >= 0")
+
+
 class ModelConfig(Strict):
     """A name clients send as `model`. `targets` serve requests of no listed task; `tasks` maps
     a task class (`x-tokenway-task`, or the `task` tag) to its own tier."""
@@ -99,6 +111,7 @@ class ModelConfig(Strict):
     timeout_ms: int | None = None
     hedge: HedgeConfig | None = None
     tasks: dict[str, TaskRoute] = msgspec.field(default_factory=dict)
+    capacity: CapacityConfig | None = None
 
 
 class RetryConfig(Strict):
@@ -265,6 +278,7 @@ class KeyConfig(Strict):
     models: list[str] | None = None
     team: str | None = None
     regions: list[str] | None = None
+    priority: Literal["high", "normal", "low"] = "normal"
 
 
 class TeamConfig(Strict):

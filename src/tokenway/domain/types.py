@@ -245,3 +245,5 @@ class Principal(msgspec.Struct, kw_only=True, frozen=True):
     admin: bool = False
     regions: frozenset[str] | None = None
     """Provider regions this key's requests may go to (None: any)."""
+    priority: str = "normal"
+    """`high`, `normal` or `low`: who goes first when a model is at capacity."""

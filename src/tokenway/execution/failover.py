@@ -89,6 +89,7 @@ async def run(
     pending = list(targets)
     round_ = 0
     waited = False
+    stop = False  # the deadline or the retry budget has ended the request
     while pending:
         skipped: list[tuple[Target, float]] = []  # no headroom now
         ejected: list[tuple[Target, float]] = []  # breaker open
@@ -111,13 +112,13 @@ async def run(
             if left <= pause:
                 state.breakers.release(t.label)
                 errors.append((t.label, NoCapacity("the request's deadline passed", flag="DL")))
-                pending = []
+                stop = True
                 break
             retry = sent > 0
             if retry and not state.budget.try_acquire():
                 state.breakers.release(t.label)
                 errors.append((t.label, NoCapacity("retry budget exhausted", flag="URX")))
-                pending = []
+                stop = True
                 break
             try:
                 if pause:
@@ -135,22 +136,31 @@ async def run(
                     if alt is not None and alt.label in raced:
                         sent += 1
                         tried.add(alt.label)
+                    if winner is not None:
+                        # A raced attempt that failed (even with a 400) does not undo the
+                        # winner's answer: it only informs the routing state.
+                        for loser, err in lost:
+                            state.failed(loser, err)
+                        state.succeeded(winner, time.monotonic() - started)
+                        return result  # type: ignore[return-value]
                     for loser, err in lost:
                         _note_failure(state, loser, err, errors, retry_after, failed)
-                    if winner is None:
-                        continue
-                    state.succeeded(winner, time.monotonic() - started)
-                    return result  # type: ignore[return-value]
+                    continue
                 result = await attempt(t, deadline.left())
             except UpstreamError as err:
                 _note_failure(state, t, err, errors, retry_after, failed)
                 continue
+            except BaseException:
+                # Cancelled (the client went away) mid-attempt: a claimed half-open probe must
+                # be given back, or the target would never be probed again.
+                state.breakers.release(t.label)
+                raise
             finally:
                 if retry:
                     state.budget.release()
             state.succeeded(t, time.monotonic() - started)
             return result
-        if sent == 0 and skipped and not errors and not waited:
+        if not stop and sent == 0 and skipped and not errors and not waited:
             # Only rate limits stand in the way: wait once for the soonest target to have
             # headroom again, if that fits in the deadline (an open breaker is not waited for).
             t, wait = min(skipped, key=lambda s: s[1])
@@ -159,7 +169,7 @@ async def run(
                 await asyncio.sleep(wait)
                 pending = [t]
                 continue
-        if not failed or sent >= max_attempts:
+        if stop or not failed or sent >= max_attempts:
             errors.extend((s.label, state.why_skipped(s, w)) for s, w in skipped + ejected)
             break
         round_ += 1
@@ -234,7 +244,9 @@ async def _race(
                 lost.append((t, exc))
         return None, None, lost
     finally:
-        for fut in tasks:
+        for fut, t in tasks.items():
             fut.cancel()
+            # Neither a success nor a failure: a probe the loser held is given back.
+            state.breakers.release(t.label)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -3,8 +3,9 @@
 Every attempt after a request's first, on the same target or another, is a re-attempt and
 needs the budget's leave: re-attempts may be at most `ratio` of the requests seen over the last
 `window_s` seconds, except that up to `floor` re-attempts may always be in flight at once (so
-failing over from a dead primary is never starved). An outage thus costs at most
-`(1 + ratio)` upstream calls per request plus the floor, never a retry storm.
+failing over from a dead primary is never starved; the floor's re-attempts count against the
+ratio too). An outage under load thus costs at most `(1 + ratio)` upstream calls per request,
+or `floor` re-attempts at a time where that is more, never a retry storm.
 """
 
 from __future__ import annotations

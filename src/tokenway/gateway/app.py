@@ -17,6 +17,7 @@ import asyncio
 import itertools
 import os
 import time
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -30,6 +31,7 @@ from tokenway.errors import (
     ClientError,
     NotFound,
     PermissionDenied,
+    RateLimited,
     TokenwayError,
     Unsupported,
 )
@@ -49,6 +51,7 @@ from tokenway.gateway.asgi import (
 from tokenway.gateway.attribution import end_user, parse_tags, task_of
 from tokenway.gateway.context import RequestContext
 from tokenway.limits.budget import Hold, Payer
+from tokenway.limits.priority import FREE
 from tokenway.routing.router import Route, eligible, needs, order
 from tokenway.runtime import Runtime
 from tokenway.telemetry.log import log
@@ -315,6 +318,15 @@ class Gateway:
             except BudgetExceeded:
                 self.rt.limiter.settle(principal, held, 0)
                 raise
+        gate = self.rt.gates.get(req.model)
+        slot = FREE
+        if gate is not None:
+            try:
+                slot = await gate.enter(principal.priority, deadline.left())
+            except RateLimited:
+                self.rt.limiter.settle(principal, held, 0)
+                self.rt.budgets.settle(holds, Decimal(0))
+                raise
         rid = new_request_id()
         ctx = RequestContext(self.rt, rid, api.label, principal, req.model)
         ctx.user, ctx.tags, ctx.task = user, tags, task
@@ -350,6 +362,7 @@ class Gateway:
             actual = ctx.usage.total_tokens if ctx.usage is not None else 0
             self.rt.limiter.settle(principal, held, actual)
             self.rt.budgets.settle(holds, ctx.cost)
+            slot.release()
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._authenticate(scope)

@@ -164,7 +164,10 @@ class SimServer:
         await asyncio.to_thread(tx.encode, "warm up")
         app = web.Application(middlewares=[self._middleware], client_max_size=256 * 1024 * 1024)
         app.add_routes(self.wire.routes())
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # A closed sim stops within a second (in-flight handlers are cancelled after that).
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
