@@ -52,6 +52,7 @@ def doc(ledger: Path) -> dict[str, Any]:
 
     return {
         "storage": {"ledger": f"sqlite:///{ledger}"},
+        "admin_key": "sk-test-admin",
         "sim": [{"name": n, "kind": "openai", "scenario": s} for n, s in sims.items()],
         "providers": providers,
         "models": [
@@ -314,3 +315,18 @@ def test_context_window_and_capabilities_pick_a_target_that_can_serve(rs: Stack)
         tools=[tool],  # type: ignore[list-item]
     )
     assert tooled.headers["x-tokenway-model"] == "with-tools"
+
+
+def test_admin_targets_shows_what_the_router_knows(rs: Stack) -> None:
+    import httpx2 as httpx
+
+    r = httpx.get(rs.url + "/admin/targets", headers={"authorization": "Bearer sk-test-admin"})
+    assert r.status_code == 200, r.text
+    by = {d["target"]: d for d in r.json()["data"]}
+    assert by["secondary/gpt-4o-mini"]["samples"] > 0
+    assert by["secondary/gpt-4o-mini"]["ttft_ms"] is not None
+    assert by["cn/gpt-4o-mini"]["region"] == "cn"
+    assert {"model": "tiered", "task": "high-value", "policy": "priority"} in by[
+        "strong/gpt-4o-mini"
+    ]["routes"]
+    assert httpx.get(rs.url + "/admin/targets", headers={"x-api-key": KEY}).status_code == 403

@@ -442,6 +442,8 @@ class Gateway:
                     for up in self.rt.upstreams.values()
                 ]
             }
+        elif path == "/admin/targets":
+            doc = {"data": self.rt.routing.report(self.rt.routes)}
         else:
             raise NotFound(f"Unknown endpoint: GET {path}")
         await respond(send, 200, _encode(doc))

@@ -3,7 +3,8 @@ target statistics, and how an attempt's outcome feeds them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from tokenway.config.schema import HedgeConfig, RoutingConfig
 from tokenway.errors import (
@@ -21,6 +22,7 @@ from tokenway.routing.stats import Stats
 
 if TYPE_CHECKING:
     from tokenway.execution.failover import Target
+    from tokenway.routing.router import Route
     from tokenway.telemetry.metrics import Metrics
 
 
@@ -64,6 +66,31 @@ class RoutingState:
         else:
             # The target answered (a 4xx) or was never sent to: it is not unhealthy.
             self.breakers.release(t.label)
+
+    def report(self, routes: Mapping[str, Mapping[str | None, Route]]) -> list[dict[str, Any]]:
+        """What the router knows of each target: health, headroom and learned figures."""
+        seen: dict[str, dict[str, Any]] = {}
+        for model, by_task in routes.items():
+            for task, route in by_task.items():
+                for t in route.targets:
+                    doc = seen.get(t.label)
+                    if doc is None:
+                        st = self.stats.get(t.label)
+                        ttft, p95 = st.ttft_s, st.ttft_p95()
+                        doc = seen[t.label] = {
+                            "target": t.label,
+                            "provider": t.upstream.name,
+                            "region": t.upstream.region,
+                            "ejected_for_s": round(self.breakers.ejected_for(t.label), 3),
+                            "headroom_wait_s": round(self.unavailable_s(t, 0), 3),
+                            "samples": st.samples,
+                            "ttft_ms": None if ttft is None else round(ttft * 1000, 2),
+                            "ttft_p95_ms": None if p95 is None else round(p95 * 1000, 2),
+                            "cache_hit_rate": st.cache_hit,
+                            "routes": [],
+                        }
+                    doc["routes"].append({"model": model, "task": task, "policy": route.policy})
+        return list(seen.values())
 
     def hedged(self, first: Target, alt: Target) -> None:
         if self.metrics is not None:
