@@ -37,27 +37,46 @@ def _install_uvloop() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    host = args.host or config.host
+    port = args.port if args.port is not None else config.port
+    workers = args.workers
+    if workers < 1:
+        print("tokenway: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers == 1:
+        return _serve(config, args, host, port, workers=1, index=0)
+    if not config.raw.storage.state.startswith(("redis://", "rediss://", "unix://")):
+        print(
+            "tokenway: --workers > 1 needs shared state (storage.state: redis://...), or each "
+            "worker would enforce limits and budgets on its own; this config has "
+            f"storage.state: {config.raw.storage.state}",
+            file=sys.stderr,
+        )
+        return 2
+    if config.raw.sim:
+        print(
+            "tokenway: --workers > 1 cannot start simulated providers in every worker; "
+            "run them with `tokenway sim --config FILE` and point providers at them",
+            file=sys.stderr,
+        )
+        return 2
+    from tokenway.workers import supervise
+
+    return supervise(workers, lambda i: _serve(config, args, host, port, workers=workers, index=i))
+
+
+def _serve(
+    config: Config, args: argparse.Namespace, host: str, port: int, *, workers: int, index: int
+) -> int:
     import uvicorn
 
     from tokenway.gateway.app import Gateway
     from tokenway.runtime import Runtime
     from tokenway.telemetry.log import setup_logging
 
-    config = _load(args.config)
-    host = args.host or config.host
-    port = args.port if args.port is not None else config.port
-    if args.workers > 1 and not config.raw.storage.state.startswith("redis://"):
-        print(
-            "tokenway: --workers > 1 needs shared state (storage.state: redis://...); "
-            f"this config has storage.state: {config.raw.storage.state}",
-            file=sys.stderr,
-        )
-        return 2
-    if args.workers > 1:
-        print("tokenway: several workers are not supported yet", file=sys.stderr)
-        return 2
     setup_logging(config.raw.server.log_level)
-    rt = Runtime(config)
+    rt = Runtime(config, workers=workers)
     app = Gateway(rt)
     server_config = uvicorn.Config(
         app,
@@ -93,12 +112,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     server.capture_signals = graceful_signals  # type: ignore[method-assign]
 
+    sockets = None
+    if workers > 1:
+        from tokenway.workers import reuseport_socket
+
+        sockets = [reuseport_socket(host, port)]
+
     async def run() -> None:
-        task = asyncio.ensure_future(server.serve())
+        task = asyncio.ensure_future(server.serve(sockets=sockets))
         while not server.started and not task.done():  # noqa: ASYNC110 - uvicorn has no event
             await asyncio.sleep(0.02)
-        if server.started:
-            _banner(config, host, port, demo=args.config is None)
+        if server.started and index == 0:
+            _banner(config, host, port, demo=args.config is None, workers=workers)
         await task
 
     _install_uvloop()
@@ -106,9 +131,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _banner(config: Config, host: str, port: int, *, demo: bool) -> None:
+def _banner(config: Config, host: str, port: int, *, demo: bool, workers: int = 1) -> None:
     url = f"http://{host}:{port}"
-    lines = [f"tokenway listening on {url}"]
+    lines = [f"tokenway listening on {url}" + (f" ({workers} workers)" if workers > 1 else "")]
     if demo:
         from tokenway.config.demo import DEMO_KEY
 

@@ -25,6 +25,7 @@ from tokenway.execution.failover import Target
 from tokenway.limits.budget import BudgetBook
 from tokenway.limits.memory import MemoryLimiter
 from tokenway.limits.priority import PriorityGate
+from tokenway.limits.state import MemoryState, State
 from tokenway.providers.h1 import H1Pool
 from tokenway.providers.upstream import Upstream
 from tokenway.routing.router import Route
@@ -39,7 +40,7 @@ _MILLION = Decimal(1_000_000)
 class Runtime:
     """The gateway's collaborators. Built once per process; `start` before serving."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, workers: int = 1) -> None:
         self.config = config
         self.keys = KeyStore(config.keys, config.raw.admin_key, config.teams)
         self.limiter = MemoryLimiter()
@@ -53,6 +54,7 @@ class Runtime:
             clock=lambda: datetime.fromtimestamp(self.now(), UTC),
             warn=self._budget_warning,
         )
+        self.state = self._make_state(workers)
         self.prices = PriceBook(config.raw.prices, fx=config.raw.fx)
         self.plans = Plans(config.plans, self.prices)
         self.ledger: Ledger = open_ledger(config.raw.storage.ledger)
@@ -68,6 +70,22 @@ class Runtime:
         self.draining = False
         self.started_at = time.time()
 
+    def _make_state(self, workers: int) -> State:
+        st = self.config.raw.storage
+        if st.state.startswith(("redis://", "rediss://", "unix://")):
+            from tokenway.limits.redis_state import RedisState
+
+            return RedisState(
+                st.state,
+                self.budgets,
+                prefix=st.state_prefix,
+                timeout_s=st.state_timeout_ms / 1000.0,
+                policy=st.state_failure,
+                share=1.0 / max(1, st.replicas * workers),
+                warn=self._budget_warning,
+            )
+        return MemoryState(self.limiter, self.budgets)
+
     def _seed_budgets(self) -> None:
         # Spend already on the ledger counts against this period's budgets after a restart.
         try:
@@ -75,7 +93,7 @@ class Runtime:
             rows = list(read_requests(url, self.budgets.earliest_period()))
         except FileNotFoundError:
             rows = []
-        self.budgets.seed(rows)
+        self.state.seed(rows)
 
     def _route(
         self,
@@ -159,8 +177,12 @@ class Runtime:
                 c = m.capacity
                 self.gates[name] = PriorityGate(c.max_in_flight, c.queue, c.max_wait_ms / 1000)
         await self.ledger.start()
+        await self.state.start()
         if self.budgets.has_any():
             await asyncio.to_thread(self._seed_budgets)
+            seed = getattr(self.state, "seed_async", None)
+            if seed is not None:
+                await seed()
         # Everything built so far (config, price catalog, SDK-sized import graphs) lives as long
         # as the process: move it out of the collector's sight so that the frequent young-
         # generation collections a busy gateway triggers stay cheap.
@@ -171,6 +193,7 @@ class Runtime:
     async def close(self) -> None:
         self.ready = False
         await self.ledger.close()
+        await self.state.close()
         self.pool.close()
         for sim in self.sims.values():
             await sim.close()

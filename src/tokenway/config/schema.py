@@ -295,8 +295,16 @@ class TeamConfig(Strict):
 
 
 class StorageConfig(Strict):
+    """`state: redis://host:6379/0` shares limits and budgets between replicas. When Redis is
+    unreachable for `state_timeout_ms`, `state_failure: open` falls back to local limits at
+    1/`replicas` of each (per worker), `closed` answers 429."""
+
     ledger: str = "sqlite:///tokenway-data/ledger.db"
     state: str = "memory"
+    state_prefix: str = "tokenway:"
+    state_failure: Literal["open", "closed"] = "open"
+    state_timeout_ms: float = 250.0
+    replicas: int = 1
 
 
 class ServerConfig(Strict):

@@ -50,7 +50,7 @@ from tokenway.gateway.asgi import (
 )
 from tokenway.gateway.attribution import end_user, parse_tags, task_of
 from tokenway.gateway.context import RequestContext
-from tokenway.limits.budget import Hold, Payer
+from tokenway.limits.budget import Payer
 from tokenway.limits.priority import FREE
 from tokenway.routing.router import Route, eligible, needs, order
 from tokenway.runtime import Runtime
@@ -292,7 +292,7 @@ class Gateway:
         who = Payer(principal.name, principal.team, user)
         # Counting a long prompt costs real CPU on the event loop: only a TPM limit or a budget
         # needs it up front (an upstream that reports no usage is estimated after the fact).
-        budgeted = self.rt.budgets.covers(who)
+        budgeted = self.rt.state.covers(who)
         windowed = route.context_window is not None or any(t.context_window for t in targets)
         need_est = principal.tpm is not None or budgeted or windowed or route.policy == "cost"
         est = await self._estimate(req, len(body)) if need_est else 0
@@ -309,14 +309,14 @@ class Gateway:
         )
         deadline = self._deadline(scope, route)
         hedge_s = self.rt.routing.hedge_after_s(route.hedge, targets[0]) if targets else None
-        room, held = self.rt.limiter.admit(principal, est + out)
-        holds: list[Hold] = []
+        room, held = await self.rt.state.admit_rate(principal, est + out)
+        holds: Any = None
         if budgeted:
             worst = self.rt.worst_case_usd(targets, est, req.max_tokens or DEFAULT_MAX_OUTPUT)
             try:
-                holds = self.rt.budgets.admit(who, worst)
-            except BudgetExceeded:
-                self.rt.limiter.settle(principal, held, 0)
+                holds = await self.rt.state.admit_budget(who, worst)
+            except (BudgetExceeded, RateLimited):
+                await self.rt.state.settle_rate(principal, held, 0)
                 raise
         gate = self.rt.gates.get(req.model)
         slot = FREE
@@ -324,8 +324,8 @@ class Gateway:
             try:
                 slot = await gate.enter(principal.priority, deadline.left())
             except RateLimited:
-                self.rt.limiter.settle(principal, held, 0)
-                self.rt.budgets.settle(holds, Decimal(0))
+                await self.rt.state.settle_rate(principal, held, 0)
+                await self.rt.state.settle_budget(holds, Decimal(0))
                 raise
         rid = new_request_id()
         ctx = RequestContext(self.rt, rid, api.label, principal, req.model)
@@ -360,9 +360,9 @@ class Gateway:
             await self._error(send, api, err, [(b"x-tokenway-request-id", rid.encode()), *extra])
         finally:
             actual = ctx.usage.total_tokens if ctx.usage is not None else 0
-            self.rt.limiter.settle(principal, held, actual)
-            self.rt.budgets.settle(holds, ctx.cost)
             slot.release()
+            await self.rt.state.settle_rate(principal, held, actual)
+            await self.rt.state.settle_budget(holds, ctx.cost)
 
     async def _count_tokens(self, scope: Scope, receive: Receive, send: Send) -> None:
         principal = self._authenticate(scope)
@@ -393,11 +393,11 @@ class Gateway:
         req = parse_embeddings_request(raw)
         user = end_user(raw.get("user"))
         who = Payer(principal.name, principal.team, user)
-        holds: list[Hold] = []
-        if self.rt.budgets.covers(who):
+        holds: Any = None
+        if self.rt.state.covers(who):
             # An embedding bills its input only: the whole input at the dearest target.
             est = await asyncio.to_thread(_count_texts, req.input)
-            holds = self.rt.budgets.admit(who, self.rt.worst_case_usd(targets, est, 0))
+            holds = await self.rt.state.admit_budget(who, self.rt.worst_case_usd(targets, est, 0))
         ctx = RequestContext(
             self.rt, new_request_id(), "openai.embeddings", principal, raw["model"]
         )
@@ -408,7 +408,7 @@ class Gateway:
             ctx.finish(err.status, err.flag)
             await self._error(send, OPENAI_CHAT, err)
         finally:
-            self.rt.budgets.settle(holds, ctx.cost)
+            await self.rt.state.settle_budget(holds, ctx.cost)
 
     async def _admin(self, scope: Scope, send: Send, path: str) -> None:
         """Read-only operator views; the admin key only. Secrets are never shown."""

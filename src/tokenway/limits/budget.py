@@ -124,6 +124,13 @@ class BudgetBook:
             )
         )
 
+    def plan(self, payer: Payer) -> list[tuple[str, str, Limit]]:
+        """(account id, label, limit) of every budget covering `payer` (for shared state)."""
+        return [(a, self._acc[a].label, self._acc[a].limit) for a in self._accounts(payer)]
+
+    def teams_of(self, key: str) -> str | None:
+        return self._teams_of.get(key)
+
     def _accounts(self, payer: Payer) -> list[str]:
         owners = [f"key:{payer.key}"]
         if payer.team is not None:
