@@ -64,6 +64,7 @@ class Runtime:
         self.routes: dict[str, dict[str | None, Route]] = {}
         self.routing = RoutingState(config.raw.routing, self.metrics)
         self.gates: dict[str, PriorityGate] = {}
+        self.shared_routing: Any = None
         self.sims: dict[str, Any] = {}
         self.pool = H1Pool()
         self.ready = False
@@ -178,6 +179,18 @@ class Runtime:
                 self.gates[name] = PriorityGate(c.max_in_flight, c.queue, c.max_wait_ms / 1000)
         await self.ledger.start()
         await self.state.start()
+        st = self.config.raw.storage
+        if st.state.startswith(("redis://", "rediss://", "unix://")):
+            from tokenway.routing.shared import SharedRouting
+
+            labels = [
+                t.label
+                for by_task in self.routes.values()
+                for r in by_task.values()
+                for t in r.targets
+            ]
+            self.shared_routing = SharedRouting(st.state, st.state_prefix, self.routing, labels)
+            await self.shared_routing.start()
         if self.budgets.has_any():
             await asyncio.to_thread(self._seed_budgets)
             seed = getattr(self.state, "seed_async", None)
@@ -194,6 +207,8 @@ class Runtime:
         self.ready = False
         await self.ledger.close()
         await self.state.close()
+        if self.shared_routing is not None:
+            await self.shared_routing.close()
         self.pool.close()
         for sim in self.sims.values():
             await sim.close()

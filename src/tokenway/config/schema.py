@@ -303,7 +303,7 @@ class StorageConfig(Strict):
     state: str = "memory"
     state_prefix: str = "tokenway:"
     state_failure: Literal["open", "closed"] = "open"
-    state_timeout_ms: float = 250.0
+    state_timeout_ms: float = 1000.0
     replicas: int = 1
 
 

@@ -165,7 +165,7 @@ class RedisState:
         budgets: BudgetBook,
         *,
         prefix: str = "tokenway:",
-        timeout_s: float = 0.25,
+        timeout_s: float = 1.0,
         policy: str = "open",
         share: float = 1.0,
         warn: Any = None,

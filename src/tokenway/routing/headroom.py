@@ -108,6 +108,8 @@ class Headroom:
         self._blocked: dict[str, float] = {}  # label -> monotonic time it opens again
         self._tokens_left: dict[str, tuple[int, float]] = {}  # label -> (remaining, until)
         self._windows: dict[str, _Window] = {}
+        # Told of every block learned here, so that other replicas learn it too.
+        self.on_block: Callable[[str, float], None] | None = None
 
     def configure(self, name: str, rpm: int | None, tpm: int | None) -> None:
         """A configured budget for a provider (`name` = provider) or a target (its label)."""
@@ -173,9 +175,12 @@ class Headroom:
         if block > 0:
             self.block(label, block)
 
-    def block(self, label: str, seconds: float | None) -> None:
-        """No room on `label` for `seconds` (a 429's Retry-After; a default when unknown)."""
+    def block(self, label: str, seconds: float | None, *, shared: bool = False) -> None:
+        """No room on `label` for `seconds` (a 429's Retry-After; a default when unknown).
+        `shared`: learned from another replica, so not published again."""
         wait = _DEFAULT_RESET_S if seconds is None else min(max(seconds, 0.0), _MAX_BLOCK_S)
         until = self._clock() + wait
         if until > self._blocked.get(label, 0.0):
             self._blocked[label] = until
+            if self.on_block is not None and not shared:
+                self.on_block(label, wait)

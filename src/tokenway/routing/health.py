@@ -50,6 +50,11 @@ class Breakers:
             st = self._states[label] = _State()
         return st
 
+    def ejections(self, label: str) -> int:
+        """Ejections of `label` in a row so far (0: closed)."""
+        st = self._states.get(label)
+        return 0 if st is None else st.ejections
+
     def ejected_for(self, label: str) -> float:
         """Seconds until `label` may be tried again; 0 when it may be tried now."""
         st = self._states.get(label)
@@ -70,6 +75,16 @@ class Breakers:
             return False
         st.probing = True
         return True
+
+    def adopt(self, label: str, seconds: float, ejections: int) -> None:
+        """Take over an ejection another replica decided (shared state): eject `label` for
+        `seconds` unless it is ejected here already."""
+        st = self._state(label)
+        now = self._clock()
+        if seconds <= 0 or (st.ejections and st.until > now):
+            return
+        st.ejections = max(st.ejections, ejections, 1)
+        st.until, st.probing, st.streak = now + seconds, False, 0
 
     def release(self, label: str) -> None:
         """An acquired attempt that was never sent."""

@@ -3,7 +3,7 @@ target statistics, and how an attempt's outcome feeds them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tokenway.config.schema import HedgeConfig, RoutingConfig
@@ -37,12 +37,16 @@ class RoutingState:
         self.hedges = RetryBudget(cfg.hedge_ratio, 0, r.window_s)
         self.stats = Stats()
         self.backoff_s = r.backoff_ms / 1000.0
+        # Told of every ejection decided here (shared state publishes it to other replicas).
+        self.on_eject: Callable[[str, float, int], None] | None = None
         # The longest a request waits for a rate-limited target when no other can take it.
         self.max_wait_s = 2.0
 
     def _ejected(self, label: str, interval: float) -> None:
         if self.metrics is not None:
             self.metrics.ejections.labels(label).inc()
+        if self.on_eject is not None:
+            self.on_eject(label, interval, self.breakers.ejections(label))
 
     def unavailable_s(self, t: Target, tokens: int) -> float:
         """Seconds until `t` has headroom for `tokens`; 0 if it has now."""
