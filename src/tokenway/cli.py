@@ -3,6 +3,7 @@
 tokenway serve [--config FILE] [--host H] [--port P] [--workers N]
 tokenway sim [--config FILE]
 tokenway usage export [--config FILE] --format jsonl|csv [--since T]
+tokenway keys create NAME|list|rotate NAME|revoke NAME [--config FILE]
 tokenway config check FILE | tokenway config demo
 """
 
@@ -235,6 +236,70 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Runtime keys in the store next to the ledger: create, list, rotate, revoke."""
+    import getpass
+    import json
+    import time
+
+    from tokenway.auth.store import KeyExists, KeySpec, NoSuchKey, open_key_store
+
+    config = _load(args.config)
+    store = open_key_store(config.raw.storage.ledger)
+    if store is None:
+        print("tokenway keys: runtime keys need a SQLite ledger", file=sys.stderr)
+        return 2
+    actor = f"cli:{getpass.getuser()}"
+    try:
+        if args.verb == "list":
+            for k in store.load():
+                print(json.dumps(k.public()))
+            return 0
+        if args.verb == "create":
+            if args.name in {k.name for k in config.keys}:
+                print(f"tokenway keys: {args.name!r} is a config-file key", file=sys.stderr)
+                return 2
+            unknown = [m for m in args.models or [] if m not in config.models]
+            if unknown:
+                print(f"tokenway keys: unknown model {unknown[0]!r}", file=sys.stderr)
+                return 2
+            spec = KeySpec(
+                team=args.team,
+                models=args.models,
+                rpm=args.rpm,
+                tpm=args.tpm,
+                budget_usd=args.budget_usd,
+                budget_period=args.budget_period,
+                priority=args.priority,
+            )
+            expires = time.time() + _duration_s(args.expires_in) if args.expires_in else None
+            key, secret = store.create(args.name, spec, actor, expires)
+            print(json.dumps({"key": key.public(), "secret": secret}))
+            print("the secret is shown once: store it now", file=sys.stderr)
+            return 0
+        if args.verb == "rotate":
+            print(json.dumps({"name": args.name, "secret": store.rotate(args.name, actor)}))
+            return 0
+        store.revoke(args.name, actor)
+        print(json.dumps({"name": args.name, "revoked": True}))
+        return 0
+    except KeyExists as exc:
+        print(f"tokenway keys: {exc}", file=sys.stderr)
+    except NoSuchKey:
+        print(f"tokenway keys: no stored key named {args.name!r}", file=sys.stderr)
+    return 2
+
+
+def _duration_s(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+    try:
+        return float(text[:-1]) * units[text[-1]]
+    except (KeyError, ValueError, IndexError):
+        raise SystemExit(
+            f"tokenway keys: expected a duration like 30d or 12h, got {text!r}"
+        ) from None
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     print(
@@ -296,6 +361,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--html", metavar="OUT", help="write a self-contained HTML report with charts")
     s.set_defaults(fn=cmd_report)
+
+    k = sub.add_parser("keys", help="runtime keys: create, list, rotate, revoke")
+    kv = k.add_subparsers(dest="verb", required=True)
+    kl = kv.add_parser("list")
+    kl.add_argument("--config")
+    kc = kv.add_parser("create")
+    kc.add_argument("name")
+    kc.add_argument("--config")
+    kc.add_argument("--team")
+    kc.add_argument("--models", type=lambda v: [m for m in v.split(",") if m])
+    kc.add_argument("--rpm", type=int)
+    kc.add_argument("--tpm", type=int)
+    kc.add_argument("--budget-usd", type=float)
+    kc.add_argument("--budget-period", choices=["total", "day", "month"], default="total")
+    kc.add_argument("--priority", choices=["high", "normal", "low"], default="normal")
+    kc.add_argument("--expires-in", help="a duration: 30d, 12h, 90m")
+    for verb in ("rotate", "revoke"):
+        kr = kv.add_parser(verb)
+        kr.add_argument("name")
+        kr.add_argument("--config")
+    k.set_defaults(fn=cmd_keys)
 
     c = sub.add_parser("config", help="config tools").add_subparsers(dest="verb", required=True)
     s = c.add_parser("check", help="validate a config file")

@@ -14,12 +14,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
+
 from tokenway.accounting.ledger import Ledger, open_ledger, read_requests
 from tokenway.accounting.prices import PriceBook
 from tokenway.accounting.revenue import Plans
 from tokenway.auth.keys import KeyStore
+from tokenway.auth.store import open_key_store
 from tokenway.config.load import Config
-from tokenway.config.schema import HedgeConfig, ModelConfig, TargetConfig
+from tokenway.config.schema import HedgeConfig, KeyConfig, ModelConfig, TargetConfig
 from tokenway.domain.types import ChatRequest
 from tokenway.execution.failover import Target
 from tokenway.limits.budget import BudgetBook
@@ -64,12 +67,45 @@ class Runtime:
         self.routes: dict[str, dict[str | None, Route]] = {}
         self.routing = RoutingState(config.raw.routing, self.metrics)
         self.gates: dict[str, PriorityGate] = {}
+        self.key_store = open_key_store(config.raw.storage.ledger)
+        self._keys_version = -1.0
+        self._keys_task: asyncio.Task[None] | None = None
         self.shared_routing: Any = None
         self.sims: dict[str, Any] = {}
         self.pool = H1Pool()
         self.ready = False
         self.draining = False
         self.started_at = time.time()
+
+    async def reload_keys(self) -> None:
+        """Load runtime-managed keys if the store changed (every replica polls each second)."""
+        store = self.key_store
+        if store is None:
+            return
+        version = await asyncio.to_thread(store.version)
+        if version == self._keys_version:
+            return
+        stored = await asyncio.to_thread(store.load)
+        now = time.time()
+        entries = []
+        for k in stored:
+            if not k.active(now) or k.name in self.keys.config_names:
+                continue
+            cfg = msgspec.convert(
+                {"name": k.name, "key": "", **msgspec.structs.asdict(k.spec)}, KeyConfig
+            )
+            self.budgets.set_key(cfg)
+            entries.append((k.digest, cfg, k.expires_at))
+        self.keys.set_stored(entries)
+        self._keys_version = version
+
+    async def _poll_keys(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self.reload_keys()
+            except Exception:  # a locked or missing database must not kill the poller
+                log.exception("could not reload keys")
 
     def _make_state(self, workers: int) -> State:
         st = self.config.raw.storage
@@ -179,6 +215,9 @@ class Runtime:
                 self.gates[name] = PriorityGate(c.max_in_flight, c.queue, c.max_wait_ms / 1000)
         await self.ledger.start()
         await self.state.start()
+        if self.key_store is not None:
+            await self.reload_keys()
+            self._keys_task = asyncio.create_task(self._poll_keys())
         st = self.config.raw.storage
         if st.state.startswith(("redis://", "rediss://", "unix://")):
             from tokenway.routing.shared import SharedRouting
@@ -205,6 +244,8 @@ class Runtime:
 
     async def close(self) -> None:
         self.ready = False
+        if self._keys_task is not None:
+            self._keys_task.cancel()
         await self.ledger.close()
         await self.state.close()
         if self.shared_routing is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 
 from tokenway.config.schema import KeyConfig, TeamConfig
 from tokenway.domain.types import Principal
@@ -24,22 +25,34 @@ class KeyStore:
         admin_key: str | None = None,
         teams: Mapping[str, TeamConfig] | None = None,
     ) -> None:
-        self._by_digest: dict[bytes, Principal] = {}
-        for k in keys:
-            team = (teams or {}).get(k.team) if k.team is not None else None
-            self._by_digest[_digest(k.key)] = Principal(
-                name=k.name,
-                team=k.team,
-                models=frozenset(k.models) if k.models is not None else None,
-                rpm=k.rpm,
-                tpm=k.tpm,
-                budget_usd=k.budget_usd,
-                # A key's own plan wins over its team's.
-                plan=k.plan if k.plan is not None else (team.plan if team else None),
-                regions=frozenset(k.regions) if k.regions is not None else None,
-                priority=k.priority,
-            )
+        self._teams = teams or {}
+        self._config: dict[bytes, Principal] = {_digest(k.key): self.principal(k) for k in keys}
+        self.config_names = frozenset(k.name for k in keys)
+        # Keys from the runtime store: digest -> (principal, expiry or None).
+        self._stored: dict[bytes, tuple[Principal, float | None]] = {}
         self._admin = _digest(admin_key) if admin_key else None
+
+    def principal(self, k: KeyConfig) -> Principal:
+        """What a configured key may do."""
+        team = self._teams.get(k.team) if k.team is not None else None
+        return Principal(
+            name=k.name,
+            team=k.team,
+            models=frozenset(k.models) if k.models is not None else None,
+            rpm=k.rpm,
+            tpm=k.tpm,
+            budget_usd=k.budget_usd,
+            # A key's own plan wins over its team's.
+            plan=k.plan if k.plan is not None else (team.plan if team else None),
+            regions=frozenset(k.regions) if k.regions is not None else None,
+            priority=k.priority,
+        )
+
+    def set_stored(self, keys: Iterable[tuple[str, KeyConfig, float | None]]) -> None:
+        """Replace the runtime-managed keys: (hex digest of the secret, spec, expiry)."""
+        self._stored = {
+            bytes.fromhex(d): (self.principal(cfg), expires) for d, cfg, expires in keys
+        }
 
     def authenticate(self, secret: str | None) -> Principal:
         """The principal for `secret`, or `AuthenticationError`."""
@@ -48,9 +61,15 @@ class KeyStore:
                 "Missing API key: send it as 'Authorization: Bearer KEY' or 'x-api-key: KEY'."
             )
         d = _digest(secret)
-        found = self._by_digest.get(d)
+        found = self._config.get(d)
         if found is not None:
             return found
+        stored = self._stored.get(d)
+        if stored is not None:
+            principal, expires = stored
+            if expires is not None and expires <= time.time():
+                raise AuthenticationError("This API key has expired.")
+            return principal
         if self._admin is not None and hmac.compare_digest(d, self._admin):
             return Principal(name="admin", admin=True)
         raise AuthenticationError("Invalid API key.")

@@ -36,7 +36,7 @@ from tokenway.errors import (
     Unsupported,
 )
 from tokenway.execution.retry import Deadline
-from tokenway.gateway import chat, embeddings
+from tokenway.gateway import admin_keys, chat, embeddings
 from tokenway.gateway.apis import ANTHROPIC_MESSAGES, OPENAI_CHAT, ClientApi
 from tokenway.gateway.asgi import (
     ClientGone,
@@ -172,6 +172,8 @@ class Gateway:
         anthropic_shape = path.startswith("/v1/messages")
         api = ANTHROPIC_MESSAGES if anthropic_shape else OPENAI_CHAT
         try:
+            if path.startswith(("/admin/keys", "/admin/audit")):
+                return await self._admin_keys(scope, receive, send, method, path)
             if method == "POST":
                 if path == "/v1/chat/completions":
                     return await self._chat(OPENAI_CHAT, scope, receive, send)
@@ -410,27 +412,23 @@ class Gateway:
         finally:
             await self.rt.state.settle_budget(holds, ctx.cost)
 
+    async def _admin_keys(
+        self, scope: Scope, receive: Receive, send: Send, method: str, path: str
+    ) -> None:
+        principal = self._authenticate(scope)
+        if not principal.admin:
+            raise PermissionDenied("The admin endpoints need the admin key.")
+        body = await read_body(scope, receive, self.max_body) if method != "GET" else b""
+        status, doc = await admin_keys.handle(self.rt, method, path.rstrip("/"), body)
+        await respond(send, status, _encode(doc))
+
     async def _admin(self, scope: Scope, send: Send, path: str) -> None:
         """Read-only operator views; the admin key only. Secrets are never shown."""
         principal = self._authenticate(scope)
         if not principal.admin:
             raise PermissionDenied("The admin endpoints need the admin key.")
-        if path == "/admin/keys":
+        if path == "/admin/providers":
             doc: dict[str, Any] = {
-                "data": [
-                    {
-                        "name": k.name,
-                        "team": k.team,
-                        "models": k.models,
-                        "rpm": k.rpm,
-                        "tpm": k.tpm,
-                        "budget_usd": k.budget_usd,
-                    }
-                    for k in self.rt.config.keys
-                ]
-            }
-        elif path == "/admin/providers":
-            doc = {
                 "data": [
                     {
                         "name": up.name,

@@ -100,6 +100,23 @@ class BudgetBook:
             if limit is not None:
                 self._per_user[f"team:{t.name}"] = limit
 
+    def set_key(self, k: KeyConfig) -> None:
+        """Declare or update the budgets of a key managed at runtime (spend is kept)."""
+        self._teams_of[k.name] = k.team
+        account = f"key:{k.name}"
+        limit = _limit(k.budget_usd, k.budget_period, k.budget_hard)
+        if limit is None:
+            self._acc.pop(account, None)
+        elif account in self._acc:
+            self._acc[account].limit = limit
+        else:
+            self._acc[account] = _Account(f"Key '{k.name}'", limit)
+        per_user = _limit(k.end_user_budget_usd, k.end_user_budget_period, k.budget_hard)
+        if per_user is None:
+            self._per_user.pop(account, None)
+        else:
+            self._per_user[account] = per_user
+
     def _declare(self, account: str, label: str, usd: float | None, period: str, cfg: Any) -> None:
         limit = _limit(usd, period, cfg.budget_hard)
         if limit is not None:
