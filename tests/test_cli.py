@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import getpass
 import io
 import os
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -160,8 +162,41 @@ def test_workers_need_shared_state(tmp_path: Path) -> None:
     assert out.returncode == 2 and "redis" in out.stderr
 
 
-def test_unsupported_ledger_backend_is_a_clear_error(tmp_path: Path) -> None:
+def test_gateway_on_a_postgres_ledger(tmp_path: Path) -> None:
+    # the shared PostgreSQL server (.ci/run starts it), in a schema of this test's own
+    schema = f"t_{uuid.uuid4().hex}"
+    base = f"postgresql://{getpass.getuser()}@127.0.0.1:5432/test"
     cfg = tmp_path / "pg.yaml"
-    cfg.write_text("storage: {ledger: 'postgresql://u@127.0.0.1:5432/test'}\n")
-    out = tokenway("serve", "--config", str(cfg), cwd=tmp_path)
-    assert out.returncode == 2 and "PostgreSQL" in out.stderr and "Traceback" not in out.stderr
+    cfg.write_text(
+        f"""
+sim: [{{name: s, kind: openai}}]
+providers: [{{name: s, kind: openai, base_url: "sim://s"}}]
+models: [{{name: m, targets: [{{provider: s, model: gpt-4o-mini}}]}}]
+keys: [{{name: app, key: sk-app}}]
+storage: {{ledger: "{base}?schema={schema}&spool={tmp_path / "spool"}"}}
+"""
+    )
+    try:
+        s = serve(tmp_path, "--config", str(cfg))
+        try:
+            with openai.OpenAI(base_url=s.url + "/v1", api_key="sk-app", max_retries=0) as client:
+                for _ in range(2):
+                    client.chat.completions.create(
+                        model="m", messages=[{"role": "user", "content": "hi"}]
+                    )
+            s.proc.send_signal(signal.SIGTERM)
+            assert s.proc.wait(timeout=20) == 0
+        finally:
+            stop(s)
+        out = tokenway("usage", "export", "--config", str(cfg), "--format", "csv", cwd=tmp_path)
+        assert out.returncode == 0, out.stderr
+        rows = list(csv.DictReader(io.StringIO(out.stdout)))
+        assert [(r["key"], r["model"], r["status"]) for r in rows] == [("app", "m", "200")] * 2
+    finally:
+        drop = f"""import asyncio, asyncpg
+async def main():
+    conn = await asyncpg.connect({base!r})
+    await conn.execute('DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    await conn.close()
+asyncio.run(main())"""
+        subprocess.run([sys.executable, "-c", drop], check=True, timeout=30)

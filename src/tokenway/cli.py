@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tokenway: config error: {exc}", file=sys.stderr)
         return 2
-    except NotImplementedError as exc:  # e.g. a PostgreSQL ledger before its backend lands
+    except NotImplementedError as exc:  # a backend or verb this build does not have
         print(f"tokenway: {exc}", file=sys.stderr)
         return 2
     return code

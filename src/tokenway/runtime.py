@@ -125,10 +125,19 @@ class Runtime:
 
     def _seed_budgets(self) -> None:
         # Spend already on the ledger counts against this period's budgets after a restart.
+        url = self.config.raw.storage.ledger
         try:
-            url = self.config.raw.storage.ledger
             rows = list(read_requests(url, self.budgets.earliest_period()))
         except FileNotFoundError:
+            rows = []
+        except Exception as exc:  # a ledger that is down must not stop serving
+            # PostgreSQL unreachable at start: serve with budgets counted from zero (logged, so
+            # an operator sees the window in which a budget may be overspent) rather than not
+            # at all; rows written meanwhile still reach the ledger through the spool.
+            log.warning(
+                "budgets not seeded from the ledger",
+                extra={"fields": {"error": type(exc).__name__}},
+            )
             rows = []
         self.state.seed(rows)
 

@@ -11,6 +11,7 @@ def test_exported_members() -> None:
     assert set(prices.__all__) == {"DEFAULT_FX", "Price", "PriceBook", "PriceTier", "usage_cost"}
     assert set(ledger.__all__) == {
         "AttemptRow",
+        "BackgroundLedger",
         "Ledger",
         "RequestRow",
         "SqliteLedger",

@@ -1,4 +1,4 @@
-"""Usage export: field order, formats, money and time formatting, `since`."""
+"""Usage export: field order, formats, money and time formatting, `since`; from both backends."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import io
 import json
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -79,8 +78,9 @@ def row(i: int, ts: float, **kw: object) -> RequestRow:
 
 
 @pytest.fixture
-async def ledger_url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+async def exported(ledger_url: str) -> str:
+    """Three requests on a ledger of each backend (SQLite, PostgreSQL)."""
+    url = ledger_url
     ledger = open_ledger(url)
     await ledger.start()
     ledger.record(row(1, T0))
@@ -105,9 +105,9 @@ async def ledger_url(tmp_path: Path) -> str:
     return url
 
 
-def test_jsonl(ledger_url: str) -> None:
+def test_jsonl(exported: str) -> None:
     out = io.StringIO()
-    assert export(ledger_url, "jsonl", None, out) == 3
+    assert export(exported, "jsonl", None, out) == 3
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     first = lines[0]
     assert list(first)[: len(REQUIRED)] == REQUIRED
@@ -127,9 +127,9 @@ def test_jsonl(ledger_url: str) -> None:
     assert lines[2]["team"] == "search"
 
 
-def test_csv(ledger_url: str) -> None:
+def test_csv(exported: str) -> None:
     out = io.StringIO()
-    assert export(ledger_url, "csv", None, out) == 3
+    assert export(exported, "csv", None, out) == 3
     reader = csv.reader(io.StringIO(out.getvalue()))
     header = next(reader)
     assert header[: len(REQUIRED)] == REQUIRED
@@ -141,18 +141,18 @@ def test_csv(ledger_url: str) -> None:
     assert records[2]["ts"] == "2026-11-28T05:22:29.123Z"
 
 
-def test_since_filters(ledger_url: str) -> None:
+def test_since_filters(exported: str) -> None:
     out = io.StringIO()
     since = datetime.fromtimestamp(T0 + 3600, UTC)
-    assert export(ledger_url, "jsonl", since, out) == 2
+    assert export(exported, "jsonl", since, out) == 2
     assert [json.loads(x)["request_id"] for x in out.getvalue().splitlines()] == ["r2", "r3"]
     naive = datetime(2026, 11, 28, 5, 0)  # UTC
-    assert export(ledger_url, "csv", naive, io.StringIO()) == 1
+    assert export(exported, "csv", naive, io.StringIO()) == 1
 
 
-def test_unknown_format_is_rejected(ledger_url: str) -> None:
+def test_unknown_format_is_rejected(exported: str) -> None:
     with pytest.raises(ValueError, match="format"):
-        export(ledger_url, "xml", None, io.StringIO())  # type: ignore[arg-type]
+        export(exported, "xml", None, io.StringIO())  # type: ignore[arg-type]
 
 
 def test_format_money_examples() -> None:

@@ -1,4 +1,8 @@
-"""The SQLite ledger: background writes, idempotency, migrations, URLs."""
+"""The ledger: background writes, idempotency, migrations, URLs.
+
+Tests taking `ledger_url` run against SQLite and PostgreSQL (tests/accounting/conftest.py);
+the rest are about SQLite itself. PostgreSQL's own are in test_postgres_ledger.py.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from tokenway.accounting.ledger import (
     read_attempts,
     read_requests,
 )
+from tokenway.accounting.postgres import PostgresLedger
 from tokenway.accounting.schema import MIGRATIONS
 from tokenway.domain.types import Usage
 
@@ -76,8 +81,8 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"  # path is absolute, so this is the four-slash form
 
 
-async def test_rows_from_threads_and_tasks_all_land(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "ledger.db")
+async def test_rows_from_threads_and_tasks_all_land(ledger_url: str) -> None:
+    url = ledger_url
     ledger = open_ledger(url)
     await ledger.start()
 
@@ -118,8 +123,8 @@ async def test_rows_from_threads_and_tasks_all_land(tmp_path: Path) -> None:
     assert ledger.lost == 0
 
 
-async def test_row_round_trips_exactly(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "l.db")
+async def test_row_round_trips_exactly(ledger_url: str) -> None:
+    url = ledger_url
     ledger = open_ledger(url)
     await ledger.start()
     row = make_row(7, attempts=2)
@@ -150,8 +155,8 @@ async def test_row_round_trips_exactly(tmp_path: Path) -> None:
     assert (second["provider"], second["cost_usd"]) == ("openai", Decimal("7E-9"))
 
 
-async def test_same_request_id_twice_is_one_row(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "idem.db")
+async def test_same_request_id_twice_is_one_row(ledger_url: str) -> None:
+    url = ledger_url
     ledger = open_ledger(url)
     await ledger.start()
     ledger.record(make_row(1, attempts=2))
@@ -169,8 +174,8 @@ async def test_same_request_id_twice_is_one_row(tmp_path: Path) -> None:
     assert ledger.lost == again.lost == 0  # duplicates are ignored, not errors
 
 
-async def test_flush_makes_rows_readable_while_open(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "f.db")
+async def test_flush_makes_rows_readable_while_open(ledger_url: str) -> None:
+    url = ledger_url
     ledger = open_ledger(url)
     await ledger.start()
     for i in range(10):
@@ -180,16 +185,16 @@ async def test_flush_makes_rows_readable_while_open(tmp_path: Path) -> None:
     await ledger.close()
 
 
-async def test_record_before_start_is_written_on_close(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "late.db")
+async def test_record_before_start_is_written_on_close(ledger_url: str) -> None:
+    url = ledger_url
     ledger = open_ledger(url)
     ledger.record(make_row(1))
     await ledger.close()
     assert len(list(read_requests(url))) == 1
 
 
-async def test_record_after_close_never_raises_and_is_counted(tmp_path: Path) -> None:
-    ledger = open_ledger(sqlite_url(tmp_path / "c.db"))
+async def test_record_after_close_never_raises_and_is_counted(ledger_url: str) -> None:
+    ledger = open_ledger(ledger_url)
     await ledger.start()
     await ledger.close()
     await ledger.close()  # idempotent
@@ -197,8 +202,8 @@ async def test_record_after_close_never_raises_and_is_counted(tmp_path: Path) ->
     assert ledger.lost == 1
 
 
-async def test_a_bad_row_is_dropped_alone(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "bad.db")
+async def test_a_bad_row_is_dropped_alone(ledger_url: str) -> None:
+    url = ledger_url
     ledger = open_ledger(url)
     await ledger.start()
     bad = make_row(2)
@@ -211,9 +216,9 @@ async def test_a_bad_row_is_dropped_alone(tmp_path: Path) -> None:
     assert ledger.lost == 1
 
 
-async def test_two_writers_share_one_file(tmp_path: Path) -> None:
-    # as two worker processes would: separate connections, WAL and the busy timeout
-    url = sqlite_url(tmp_path / "shared.db")
+async def test_two_writers_share_one_database(ledger_url: str) -> None:
+    # as two worker processes would: separate connections (SQLite: WAL and the busy timeout)
+    url = ledger_url
     a, b = open_ledger(url), open_ledger(url)
     await asyncio.gather(a.start(), b.start())
     for i in range(300):
@@ -300,11 +305,15 @@ async def test_private_memory_ledgers_are_separate() -> None:
 def test_url_forms() -> None:
     assert db.parse_url("sqlite:///rel/x.db").path == Path("rel/x.db")
     assert db.parse_url("sqlite:////abs/x.db").path == Path("/abs/x.db")
-    with pytest.raises(NotImplementedError):
-        open_ledger("postgresql://u@h:5432/db")
-    for bad in ("ledger.db", "sqlite://", "sqlite:///", "mysql://h/db"):
+    assert isinstance(open_ledger("postgresql://u@h:5432/db"), PostgresLedger)  # not connected
+    assert isinstance(open_ledger("postgres://u@h/db?schema=x"), PostgresLedger)
+    for bad in ("ledger.db", "sqlite://", "sqlite:///", "mysql://h/db", "postgresql://u@h/db"):
         with pytest.raises(ValueError):
             SqliteLedger(bad)
+    with pytest.raises(ValueError, match="PostgreSQL"):
+        db.parse_url("postgresql://u@h:5432/db")
+    with pytest.raises(ValueError):
+        open_ledger("mysql://h/db")
 
 
 def test_reading_a_missing_file_says_so(tmp_path: Path) -> None:

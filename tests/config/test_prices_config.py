@@ -55,7 +55,8 @@ def test_price_variants_and_fx_parse() -> None:
 def test_fx_from_the_config_reaches_the_runtime_price_book(tmp_path: Path) -> None:
     storage = {"ledger": f"sqlite:///{tmp_path}/ledger.db"}
     config = parse_config(doc(QWEN, fx={"CNY": 7.2}, storage=storage), env={})
-    price = Runtime(config).prices.price("qwen", "qwen-plus")
+    noon = datetime(2026, 3, 2, 12, tzinfo=UTC)  # outside the off-peak window
+    price = Runtime(config).prices.price("qwen", "qwen-plus", noon)
     assert price is not None
     assert (price.input, price.cache_read, price.cache_read_explicit, price.cache_write) == (
         1,
@@ -65,7 +66,7 @@ def test_fx_from_the_config_reaches_the_runtime_price_book(tmp_path: Path) -> No
     )
     # without `fx` the built-in rate (7.1) applies
     default = PriceBook(parse_config(doc(QWEN), env={}).raw.prices)
-    other = default.price("qwen", "qwen-plus")
+    other = default.price("qwen", "qwen-plus", noon)
     assert other is not None and other.input == D("7.2") / D("7.1")
 
 

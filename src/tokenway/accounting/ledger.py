@@ -1,13 +1,16 @@
 """The ledger: one row per client request and one per upstream attempt, kept off the hot path.
 
 `record()` only puts the row on a queue. A background thread drains the queue in batches and
-writes each batch in one transaction (`executemany`, `ON CONFLICT DO NOTHING`, so a replayed
-row never counts twice). `flush()` waits until everything recorded before it is committed;
-`close()` flushes and stops the thread.
+writes each batch in one transaction (`ON CONFLICT DO NOTHING`, so a replayed row never counts
+twice). `flush()` waits until everything recorded before it is durable; `close()` flushes and
+stops the thread. `BackgroundLedger` holds that machinery; the backends are `SqliteLedger`
+(here) and `PostgresLedger` (`accounting.postgres`, which spools to local files while the
+server is unreachable). `open_ledger`, `read_requests` and `read_attempts` pick the backend
+from the URL's scheme.
 
-If the database keeps failing (disk full, locked for longer than the busy timeout across
-several retries), the batch is given up, logged and counted in `SqliteLedger.lost`; the writer
-itself never dies and the request path never notices.
+If SQLite keeps failing (disk full, locked for longer than the busy timeout across several
+retries), the batch is given up, logged and counted in `lost`; the writer itself never dies
+and the request path never notices.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import queue
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
@@ -38,6 +42,7 @@ from tokenway.domain.types import Usage
 
 __all__ = [
     "AttemptRow",
+    "BackgroundLedger",
     "Ledger",
     "RequestRow",
     "SqliteLedger",
@@ -109,11 +114,18 @@ class Ledger(Protocol):
     async def flush(self) -> None: ...
 
 
-def open_ledger(url: str) -> SqliteLedger:
-    """A ledger for `url` (sqlite:///rel.db, sqlite:////abs.db, memory://[NAME]); not started.
+def is_postgres_url(url: str) -> bool:
+    """Whether `url` names a PostgreSQL ledger (postgresql:// or postgres://)."""
+    return url.partition("://")[0].lower() in ("postgres", "postgresql")
 
-    postgresql:// raises NotImplementedError, an unknown scheme ValueError.
-    """
+
+def open_ledger(url: str) -> BackgroundLedger:
+    """A ledger for `url`, not started: sqlite:///rel.db, sqlite:////abs.db, memory://[NAME]
+    or postgresql://user@host:port/db[?schema=NAME]. An unknown scheme raises ValueError."""
+    if is_postgres_url(url):
+        from tokenway.accounting.postgres import PostgresLedger
+
+        return PostgresLedger(url)
     return SqliteLedger(url)
 
 
@@ -131,24 +143,40 @@ class _Stop:
 _Item = RequestRow | _Flush | _Stop
 
 
-class SqliteLedger:
-    """The embedded ledger: SQLite in WAL mode, written by one background thread."""
+class Batch(NamedTuple):
+    """What the writer thread took off the queue in one go."""
 
-    def __init__(
-        self, url: str, *, batch_size: int = 512, retries: int = 5, linger_s: float = 0.02
-    ) -> None:
-        self._target = db.parse_url(url)
-        self._linger_s = linger_s
-        self.url = self._target.url
+    rows: list[RequestRow]
+    flushes: list[_Flush]
+    stop: bool
+
+    def acknowledge(self) -> None:
+        """Release every `flush()` waiting on this batch (call once its rows are durable)."""
+        for marker in self.flushes:
+            marker.done.set_result(None)
+
+
+class BackgroundLedger(ABC):
+    """The queue, writer thread and lifecycle every ledger backend shares.
+
+    A backend implements `_open` (in the writer thread; raising fails `start`), `_serve` (the
+    thread's loop: take batches with `_next_batch`, store them, acknowledge, return on stop)
+    and `_cleanup` (after `_serve`, also in the thread).
+    """
+
+    def __init__(self, url: str, *, batch_size: int, linger_s: float) -> None:
+        self.url = url
+        """The URL `read_requests` and `read_attempts` take to read this ledger back."""
         self._batch_size = batch_size
-        self._retries = retries
+        self._linger_s = linger_s
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
         self._start_lock = asyncio.Lock()
         self._lost_lock = threading.Lock()
         self.lost = 0
-        """Rows given up after repeated database errors, or recorded after close."""
+        """Rows given up: rejected by the database as bad data, lost to repeated write errors
+        (SQLite) or to a failed spool (PostgreSQL), or recorded after close."""
 
     def record(self, row: RequestRow) -> None:
         """Queue `row` for the writer; never blocks, never raises."""
@@ -179,7 +207,7 @@ class SqliteLedger:
             self._thread = thread
 
     async def flush(self) -> None:
-        """Wait until every row recorded so far is committed."""
+        """Wait until every row recorded so far is durable."""
         if self._thread is None:
             await self.start()
         marker = _Flush()
@@ -200,56 +228,100 @@ class SqliteLedger:
         self._queue.put(_Stop())
         await asyncio.to_thread(thread.join)
 
-    # ---- writer thread ------------------------------------------------------------------
-
     def _main(self, ready: concurrent.futures.Future[None]) -> None:
         try:
-            conn = db.connect_writer(self._target)
-            try:
-                db.apply_migrations(conn)
-            except BaseException:
-                conn.close()
-                raise
+            self._open()
         except BaseException as exc:
             ready.set_exception(exc)
             return
         ready.set_result(None)
         try:
-            self._drain(conn)
+            self._serve()
         finally:
-            conn.close()
+            self._cleanup()
 
-    def _drain(self, conn: sqlite3.Connection) -> None:
+    def _next_batch(self, timeout: float | None = None) -> Batch:
+        """Up to `batch_size` items; waits at most `timeout` seconds for the first one."""
+        try:
+            items = [self._queue.get(timeout=timeout)]
+        except queue.Empty:
+            return Batch([], [], False)
+        if (
+            isinstance(items[0], RequestRow)
+            and self._linger_s
+            and self._queue.qsize() < self._batch_size
+        ):
+            # Let a batch gather: one transaction per few dozen rows costs the serving
+            # thread far less GIL time than one per row. (A full queue need not wait.)
+            time.sleep(self._linger_s)
+        while len(items) < self._batch_size:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return Batch(
+            [i for i in items if isinstance(i, RequestRow)],
+            [i for i in items if isinstance(i, _Flush)],
+            any(isinstance(i, _Stop) for i in items),
+        )
+
+    def _lose(self, n: int) -> None:
+        with self._lost_lock:
+            self.lost += n
+
+    @abstractmethod
+    def _open(self) -> None: ...
+
+    @abstractmethod
+    def _serve(self) -> None: ...
+
+    @abstractmethod
+    def _cleanup(self) -> None: ...
+
+
+class SqliteLedger(BackgroundLedger):
+    """The embedded ledger: SQLite in WAL mode, written by one background thread."""
+
+    def __init__(
+        self, url: str, *, batch_size: int = 512, retries: int = 5, linger_s: float = 0.02
+    ) -> None:
+        self._target = db.parse_url(url)
+        super().__init__(self._target.url, batch_size=batch_size, linger_s=linger_s)
+        self._retries = retries
+        self._conn: sqlite3.Connection | None = None
+
+    # ---- writer thread ------------------------------------------------------------------
+
+    def _open(self) -> None:
+        conn = db.connect_writer(self._target)
+        try:
+            db.apply_migrations(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def _serve(self) -> None:
+        assert self._conn is not None
         while True:
-            items = [self._queue.get()]
-            if isinstance(items[0], RequestRow) and self._linger_s:
-                # Let a batch gather: one transaction per few dozen rows costs the serving
-                # thread far less GIL time than one per row.
-                time.sleep(self._linger_s)
-            while len(items) < self._batch_size:
-                try:
-                    items.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            rows = [i for i in items if isinstance(i, RequestRow)]
-            if rows:
-                self._write(conn, rows)
-            stop = False
-            for item in items:
-                if isinstance(item, _Flush):
-                    item.done.set_result(None)
-                elif isinstance(item, _Stop):
-                    stop = True
-            if stop:
+            batch = self._next_batch()
+            if batch.rows:
+                self._write(self._conn, batch.rows)
+            batch.acknowledge()
+            if batch.stop:
                 return
+
+    def _cleanup(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _write(self, conn: sqlite3.Connection, rows: list[RequestRow]) -> None:
         requests: list[dict[str, Any]] = []
         attempts: list[dict[str, Any]] = []
         for row in rows:
             try:
-                request_params = _request_params(row)
-                attempt_params = [_attempt_params(a) for a in row.attempts]
+                request_params, attempt_params = encode_row(row)
             except Exception:
                 self._lose(1)
                 log.exception("ledger: dropping malformed row %s", getattr(row, "request_id", "?"))
@@ -301,9 +373,8 @@ class SqliteLedger:
                 conn.execute("ROLLBACK")
             raise
 
-    def _lose(self, n: int) -> None:
-        with self._lost_lock:
-            self.lost += n
+
+_TAGS = msgspec.json.Encoder(order="sorted")  # the same tags, the same text
 
 
 def _money(value: Decimal) -> str:
@@ -345,7 +416,7 @@ def _request_params(row: RequestRow) -> dict[str, Any]:
         "attempts": len(row.attempts),
         "end_user": row.end_user,
         "task": row.task,
-        "tags": json.dumps(row.tags, sort_keys=True, separators=(",", ":")) if row.tags else None,
+        "tags": _TAGS.encode(row.tags).decode() if row.tags else None,
     }
 
 
@@ -366,6 +437,14 @@ def _attempt_params(row: AttemptRow) -> dict[str, Any]:
     }
 
 
+def encode_row(row: RequestRow) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The request's column values and its attempts', keyed by column name.
+
+    JSON-ready: money is an exact decimal string, `tags` a JSON string, `ts` a float.
+    """
+    return _request_params(row), [_attempt_params(a) for a in row.attempts]
+
+
 # ---- reading ----------------------------------------------------------------------------
 
 
@@ -373,7 +452,8 @@ def _epoch(moment: datetime) -> float:
     return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).timestamp()
 
 
-def _decode(columns: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
+def decode_row(columns: tuple[str, ...], values: tuple[Any, ...]) -> dict[str, Any]:
+    """A stored row as `read_requests` yields it: money as Decimal, `stream` bool, tags dict."""
     out = dict(zip(columns, values, strict=True))
     for money in ("cost_usd", "revenue_usd"):
         if money in out:
@@ -394,7 +474,7 @@ def _select(
             return
         sql = f"SELECT {', '.join(columns)} FROM {table}{where}"
         for values in conn.execute(sql, params):
-            yield _decode(columns, values)
+            yield decode_row(columns, values)
     finally:
         conn.close()
 
@@ -403,8 +483,13 @@ def read_requests(url: str, since: datetime | None = None) -> Iterator[dict[str,
     """Request rows with `ts >= since`, oldest first, as dicts keyed by column name.
 
     Money comes back as Decimal, `stream` as bool, `attempts` as the attempt count. A naive
-    `since` is taken as UTC. Raises FileNotFoundError for a missing database file.
+    `since` is taken as UTC. Raises FileNotFoundError for a missing SQLite database file; a
+    PostgreSQL ledger with no tables yet has no rows.
     """
+    if is_postgres_url(url):
+        from tokenway.accounting import postgres
+
+        return postgres.read_requests(url, _epoch(since) if since is not None else None)
     where = " WHERE ts >= ?" if since is not None else ""
     params: tuple[Any, ...] = (_epoch(since),) if since is not None else ()
     return _select(url, "requests", REQUEST_COLUMNS, where + " ORDER BY ts, request_id", params)
@@ -412,6 +497,10 @@ def read_requests(url: str, since: datetime | None = None) -> Iterator[dict[str,
 
 def read_attempts(url: str, request_id: str | None = None) -> Iterator[dict[str, Any]]:
     """Attempt rows (all, or those of one request), ordered by request then `seq`."""
+    if is_postgres_url(url):
+        from tokenway.accounting import postgres
+
+        return postgres.read_attempts(url, request_id)
     where = " WHERE request_id = ?" if request_id is not None else ""
     params: tuple[Any, ...] = (request_id,) if request_id is not None else ()
     return _select(url, "attempts", ATTEMPT_COLUMNS, where + " ORDER BY request_id, seq", params)

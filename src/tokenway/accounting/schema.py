@@ -1,16 +1,25 @@
-"""Ledger schema and its migrations.
+"""Ledger schema and its migrations, for SQLite (`MIGRATIONS`) and PostgreSQL (`PG_MIGRATIONS`).
 
-The SQL is written to run unchanged on SQLite and PostgreSQL: portable type names (`BIGINT`,
-`DOUBLE PRECISION`, `BOOLEAN`, `TEXT`), `IF NOT EXISTS` everywhere and `ON CONFLICT DO NOTHING`
-for idempotent inserts. Money is TEXT holding an exact decimal string; tokens are integers;
-`ts` is epoch seconds. Placeholders are named (`:request_id`); a PostgreSQL driver translates
-them to its own style.
+Both hold the same columns (`REQUEST_COLUMNS`, `ATTEMPT_COLUMNS`) under the same names, with
+`IF NOT EXISTS` everywhere and `ON CONFLICT DO NOTHING` for idempotent inserts. Tokens are
+integers and `ts` is epoch seconds (DOUBLE PRECISION, so a row reads back with the very float
+it was written with). SQLite keeps money as TEXT holding an exact decimal string; PostgreSQL
+as unconstrained NUMERIC (exact at any scale) and `tags` as JSONB.
 
-Migrations are append-only: never edit one that has shipped, add the next version instead.
+PostgreSQL tables are partitioned by RANGE on `ts`: one partition per UTC month, created by
+the writer before it inserts into a month that lacks one (`pg_partition_ddl`), plus a DEFAULT
+partition as a safety net. A partitioned table's primary key must include `ts`, so rows are
+unique on (request_id, ts) and (request_id, seq, ts); a replayed row carries the same `ts` and
+is a no-op.
+
+Each list keeps its own version numbers in its own `schema_migrations` table. Migrations are
+append-only: never edit one that has shipped, add the next version instead (to both lists
+when a column is added).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 __all__ = [
@@ -18,8 +27,13 @@ __all__ = [
     "INSERT_ATTEMPT",
     "INSERT_REQUEST",
     "MIGRATIONS",
+    "PARTITIONED_TABLES",
+    "PG_MIGRATIONS",
     "REQUEST_COLUMNS",
     "Migration",
+    "month_bounds",
+    "month_of",
+    "pg_partition_ddl",
 ]
 
 
@@ -166,3 +180,85 @@ def _insert(table: str, columns: tuple[str, ...]) -> str:
 
 INSERT_REQUEST = _insert("requests", REQUEST_COLUMNS)
 INSERT_ATTEMPT = _insert("attempts", ATTEMPT_COLUMNS)
+
+
+# ---- PostgreSQL -------------------------------------------------------------------------
+
+PG_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "requests and attempts, partitioned by month",
+        (
+            f"""CREATE TABLE IF NOT EXISTS requests (
+    request_id TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    key TEXT NOT NULL,
+    team TEXT,
+    model TEXT NOT NULL,
+    provider TEXT,
+    provider_model TEXT,
+    api TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    stream BOOLEAN NOT NULL,
+    status INTEGER NOT NULL,
+    flag TEXT NOT NULL,{USAGE_COLUMNS_SQL}
+    cost_usd NUMERIC NOT NULL,
+    revenue_usd NUMERIC NOT NULL,
+    ttft_ms DOUBLE PRECISION,
+    latency_ms DOUBLE PRECISION NOT NULL,
+    attempts INTEGER NOT NULL,
+    end_user TEXT,
+    tags JSONB,
+    task TEXT,
+    PRIMARY KEY (request_id, ts)
+) PARTITION BY RANGE (ts)""",
+            "CREATE TABLE IF NOT EXISTS requests_default PARTITION OF requests DEFAULT",
+            f"""CREATE TABLE IF NOT EXISTS attempts (
+    request_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    provider TEXT NOT NULL,
+    provider_model TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    flag TEXT NOT NULL,{USAGE_COLUMNS_SQL}
+    cost_usd NUMERIC NOT NULL,
+    latency_ms DOUBLE PRECISION NOT NULL,
+    ttft_ms DOUBLE PRECISION,
+    error TEXT,
+    PRIMARY KEY (request_id, seq, ts)
+) PARTITION BY RANGE (ts)""",
+            "CREATE TABLE IF NOT EXISTS attempts_default PARTITION OF attempts DEFAULT",
+            # The reports: spend over time, per key, per model, per task class.
+            "CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts)",
+            "CREATE INDEX IF NOT EXISTS requests_key_ts ON requests (key, ts)",
+            "CREATE INDEX IF NOT EXISTS requests_model_ts ON requests (model, ts)",
+            "CREATE INDEX IF NOT EXISTS requests_task_ts ON requests (task, ts)",
+            "CREATE INDEX IF NOT EXISTS attempts_ts ON attempts (ts)",
+        ),
+    ),
+)
+
+PARTITIONED_TABLES: tuple[str, ...] = ("requests", "attempts")
+
+
+def month_of(ts: float) -> tuple[int, int]:
+    """The UTC (year, month) holding epoch second `ts`."""
+    moment = datetime.fromtimestamp(ts, UTC)
+    return moment.year, moment.month
+
+
+def month_bounds(year: int, month: int) -> tuple[float, float]:
+    """The month's first epoch second and the next month's."""
+    start = datetime(year, month, 1, tzinfo=UTC).timestamp()
+    nxt = (year + 1, 1) if month == 12 else (year, month + 1)
+    return start, datetime(nxt[0], nxt[1], 1, tzinfo=UTC).timestamp()
+
+
+def pg_partition_ddl(table: str, year: int, month: int) -> tuple[str, str]:
+    """The partition's name and the statement that creates it (if missing) for one month."""
+    start, end = month_bounds(year, month)
+    name = f"{table}_{year:04d}_{month:02d}"
+    return name, (
+        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} "
+        f"FOR VALUES FROM ({start!r}) TO ({end!r})"
+    )

@@ -44,13 +44,15 @@ class SqliteTarget:
 
 
 def parse_url(url: str) -> SqliteTarget:
-    """Parse a ledger URL; PostgreSQL raises NotImplementedError, anything else ValueError."""
+    """Parse a SQLite ledger URL; anything else (PostgreSQL included) raises ValueError."""
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep:
         raise ValueError(f"ledger URL {url!r} has no scheme (sqlite:///path.db or memory://)")
     if scheme in ("postgres", "postgresql"):
-        raise NotImplementedError("the PostgreSQL ledger is not implemented yet")
+        raise ValueError(
+            f"ledger URL {url!r} is PostgreSQL: open it with open_ledger, not the SQLite backend"
+        )
     if scheme == "memory":
         name = rest or f"private-{uuid.uuid4().hex}"
         canonical = f"memory://{name}"
