@@ -1,4 +1,4 @@
-"""Ledger backends for the accounting tests: SQLite files and schemas on the shared PostgreSQL.
+"""Storage backends for the tests: SQLite files and schemas on the shared PostgreSQL.
 
 The shared server is the one `.ci/run` starts (127.0.0.1:5432, trust auth). Tests that need it
 fail, never skip, when it is not there. `TOKENWAY_TEST_PG` overrides the URL (no query part).
