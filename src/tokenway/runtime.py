@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from tokenway.accounting.ledger import Ledger, open_ledger, read_requests
+from tokenway.accounting.ledger import Ledger, open_ledger, read_spend
 from tokenway.accounting.prices import PriceBook
 from tokenway.accounting.revenue import Plans
 from tokenway.auth.keys import KeyStore
@@ -127,7 +127,7 @@ class Runtime:
         # Spend already on the ledger counts against this period's budgets after a restart.
         url = self.config.raw.storage.ledger
         try:
-            rows = list(read_requests(url, self.budgets.earliest_period()))
+            rows = list(read_spend(url, self.budgets.earliest_period()))
         except FileNotFoundError:
             rows = []
         except Exception as exc:  # a ledger that is down must not stop serving

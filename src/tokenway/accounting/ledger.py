@@ -495,6 +495,36 @@ def read_requests(url: str, since: datetime | None = None) -> Iterator[dict[str,
     return _select(url, "requests", REQUEST_COLUMNS, where + " ORDER BY ts, request_id", params)
 
 
+SPEND_BUCKET_S = 3600
+"""Spend is summed per UTC hour: budget periods (day, month) start on an hour boundary."""
+
+
+def read_spend(url: str, since: datetime | None = None) -> Iterator[dict[str, Any]]:
+    """Spend since `since` per payer (`key`, `team`, `end_user`) and UTC hour, exactly (Decimal
+    `cost_usd`; `ts` the hour's start as an aware datetime): what budgets are seeded from at
+    start, one row per payer-hour rather than one per request. A missing SQLite file raises
+    FileNotFoundError, as `read_requests` does."""
+    if is_postgres_url(url):
+        from tokenway.accounting import postgres
+
+        return postgres.read_spend(url, _epoch(since) if since is not None else None)
+    return _sum_spend(url, since)
+
+
+def _sum_spend(url: str, since: datetime | None) -> Iterator[dict[str, Any]]:
+    where = " WHERE ts >= ?" if since is not None else ""
+    params: tuple[Any, ...] = (_epoch(since),) if since is not None else ()
+    columns = ("key", "team", "end_user", "ts", "cost_usd")
+    sums: dict[tuple[Any, Any, Any, int], Decimal] = {}
+    for row in _select(url, "requests", columns, where, params):
+        hour = int(row["ts"] // SPEND_BUCKET_S) * SPEND_BUCKET_S
+        bucket = (row["key"], row["team"], row["end_user"], hour)
+        sums[bucket] = sums.get(bucket, Decimal(0)) + row["cost_usd"]
+    for (key, team, end_user, hour), cost in sums.items():
+        ts = datetime.fromtimestamp(hour, UTC)
+        yield {"key": key, "team": team, "end_user": end_user, "ts": ts, "cost_usd": cost}
+
+
 def read_attempts(url: str, request_id: str | None = None) -> Iterator[dict[str, Any]]:
     """Attempt rows (all, or those of one request), ordered by request then `seq`."""
     if is_postgres_url(url):

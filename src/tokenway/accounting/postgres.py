@@ -39,6 +39,7 @@ import threading
 import time
 from collections.abc import Coroutine, Iterable, Iterator
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -47,6 +48,7 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 import asyncpg
 
 from tokenway.accounting.ledger import (
+    SPEND_BUCKET_S,
     BackgroundLedger,
     RequestRow,
     decode_row,
@@ -73,6 +75,7 @@ __all__ = [
     "parse_url",
     "read_attempts",
     "read_requests",
+    "read_spend",
     "spool_record",
 ]
 
@@ -521,3 +524,34 @@ def read_attempts(url: str, request_id: str | None = None) -> Iterator[dict[str,
     if request_id is None:
         return _read(url, "attempts", "", (), "request_id, seq")
     return _read(url, "attempts", " WHERE request_id = $1", (request_id,), "request_id, seq")
+
+
+def read_spend(url: str, since: float | None = None) -> Iterator[dict[str, Any]]:
+    """Spend per payer and UTC hour since `since` (epoch seconds), summed by the server in
+    NUMERIC (exact); see ledger.read_spend."""
+    bucket = SPEND_BUCKET_S
+    sql = (
+        f"SELECT key, team, end_user, floor(ts / {bucket}) * {bucket} AS hour, "
+        "SUM(cost_usd) AS cost FROM requests"
+        + (" WHERE ts >= $1" if since is not None else "")
+        + " GROUP BY 1, 2, 3, 4"
+    )
+    params: tuple[Any, ...] = (since,) if since is not None else ()
+    runner = _LoopThread()
+    try:
+        conn = runner.run(_connect(parse_url(url), 10.0, None))
+        try:
+            if runner.run(conn.fetchval("SELECT to_regclass('requests')")) is None:
+                return
+            for key, team, end_user, hour, cost in runner.run(conn.fetch(sql, *params)):
+                yield {
+                    "key": key,
+                    "team": team,
+                    "end_user": end_user,
+                    "ts": datetime.fromtimestamp(float(hour), UTC),
+                    "cost_usd": Decimal(cost),
+                }
+        finally:
+            runner.run(conn.close())
+    finally:
+        runner.close()

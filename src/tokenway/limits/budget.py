@@ -21,6 +21,15 @@ from tokenway.errors import BudgetExceeded
 ZERO = Decimal(0)
 
 
+def row_moment(ts: Any) -> datetime | None:
+    """A ledger row's `ts` (aware or naive UTC datetime, or epoch seconds) as an aware datetime."""
+    if isinstance(ts, datetime):
+        return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+    if isinstance(ts, int | float):
+        return datetime.fromtimestamp(ts, UTC)
+    return None
+
+
 def period_start(period: str, now: datetime) -> datetime | None:
     """The UTC start of the period containing `now`; None for a lifetime (`total`) budget."""
     if period == "day":
@@ -185,9 +194,7 @@ class BudgetBook:
                 continue
             team = row.get("team") or self._teams_of.get(key)
             payer = Payer(key, team, row.get("end_user") or None)
-            ts = row.get("ts")
-            if isinstance(ts, datetime) and ts.tzinfo is None:
-                ts = ts.replace(tzinfo=UTC)
+            ts = row_moment(row.get("ts"))
             for account in self._accounts(payer):
                 acc = self._acc[account]
                 self._roll(acc)

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from tokenway.domain.types import Principal
 from tokenway.errors import BudgetExceeded, RateLimited
-from tokenway.limits.budget import BudgetBook, Payer, period_start
+from tokenway.limits.budget import BudgetBook, Payer, period_start, row_moment
 from tokenway.limits.memory import Headroom, MemoryLimiter
 from tokenway.limits.state import MemoryState
 from tokenway.telemetry.log import log
@@ -375,9 +375,7 @@ class RedisState:
             if not key or cost is None:
                 continue
             team = row.get("team") or self.book.teams_of(key)
-            ts = row.get("ts")
-            if isinstance(ts, datetime) and ts.tzinfo is None:
-                ts = ts.replace(tzinfo=UTC)
+            ts = row_moment(row.get("ts"))
             for account, _label, limit in self.book.plan(Payer(key, team, row.get("end_user"))):
                 period = period_start(limit.period, now)
                 if period is not None and isinstance(ts, datetime) and ts < period:
