@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio
 
 from tokenway.config.schema import KeyConfig
 from tokenway.domain.types import Principal
@@ -190,4 +192,48 @@ async def test_redis_outage_fail_closed_refuses_quickly(
     with pytest.raises(RateLimited):
         await state.admit_budget(Payer("k"), D("0.01"))
     assert time.perf_counter() - t0 < 1.0
+    await state.close()
+
+
+async def test_a_settlement_redis_missed_is_applied_once_when_it_returns(
+    private_redis: tuple[str, subprocess.Popen[bytes], Path],
+) -> None:
+    """Redis stops answering (SIGSTOP: its data survives) while a request settles: the
+    settlement waits in the replica and lands once when Redis answers again."""
+    url, proc, _ = private_redis
+    state = RedisState(url, book(budget_usd=1.0), timeout_s=0.2, policy="open")
+    await state.start()
+    held = [await state.admit_budget(Payer("k"), D("0.3")) for _ in range(2)]
+    await state.settle_budget(held[0], D("0.1"))
+    await state.settle_budget(held[0], D("0.1"))  # a retried settlement changes nothing more
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        await state.settle_budget(held[1], D("0.2"))  # Redis is not answering: kept, not lost
+        assert state.pending_settlements == 1
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    for _ in range(100):
+        if state.pending_settlements == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert state.pending_settlements == 0
+    client = redis.asyncio.Redis.from_url(url)
+    account = held[1].keys[1]
+    assert await client.hget(account, "reserved") == b"0"
+    assert await client.hget(account, "spent") == b"300000000"  # 0.1 + 0.2, each once
+    assert await client.exists(held[0].keys[0], held[1].keys[0]) == 0
+    await client.aclose()
+    await state.close()
+
+
+async def test_settling_twice_spends_once(prefix: str) -> None:
+    state = RedisState(SHARED, book(budget_usd=1.0), prefix=prefix)
+    await state.start()
+    hold = await state.admit_budget(Payer("k"), D("0.5"))
+    for _ in range(3):
+        await state.settle_budget(hold, D("0.25"))
+    # had the settlement applied thrice, 0.75 would be spent and 0.3 refused
+    assert await state.admit_budget(Payer("k"), D("0.75"))
+    with pytest.raises(BudgetExceeded):
+        await state.admit_budget(Payer("k"), D("0.01"))
     await state.close()

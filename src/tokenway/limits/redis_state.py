@@ -93,39 +93,46 @@ end
 return 0
 """
 
-# KEYS: account hashes. ARGV: worst (nano), then per account: budget (nano), hard, ttl s (0: none).
+# KEYS: the hold, then account hashes. ARGV: worst (nano), hold ttl s, then per account:
+# budget (nano), hard, ttl s (0: none). The hold records that this reservation awaits
+# settlement, so that a settlement retried after a lost reply is applied once.
 _ADMIT_BUDGET = """
 local worst = tonumber(ARGV[1])
 local soft = {}
-for i, key in ipairs(KEYS) do
-  local budget, hard = tonumber(ARGV[i * 3 - 1]), ARGV[i * 3]
-  local v = redis.call('HMGET', key, 'spent', 'reserved')
+for i = 2, #KEYS do
+  local a = i - 1
+  local budget, hard = tonumber(ARGV[a * 3]), ARGV[a * 3 + 1]
+  local v = redis.call('HMGET', KEYS[i], 'spent', 'reserved')
   local used = tonumber(v[1] or '0') + tonumber(v[2] or '0')
   if used + worst > budget then
-    if hard == '1' then return {0, i} end
-    soft[#soft + 1] = i
+    if hard == '1' then return {0, a} end
+    soft[#soft + 1] = a
   end
 end
-for i, key in ipairs(KEYS) do
-  redis.call('HSETNX', key, 'seeded', 1)
-  redis.call('HINCRBY', key, 'reserved', worst)
-  local ttl = tonumber(ARGV[i * 3 + 1])
-  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+for i = 2, #KEYS do
+  local a = i - 1
+  redis.call('HSETNX', KEYS[i], 'seeded', 1)
+  redis.call('HINCRBY', KEYS[i], 'reserved', worst)
+  local ttl = tonumber(ARGV[a * 3 + 2])
+  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
 end
+redis.call('SET', KEYS[1], worst, 'EX', tonumber(ARGV[2]))
 local out = {1}
-for _, i in ipairs(soft) do out[#out + 1] = i end
+for _, a in ipairs(soft) do out[#out + 1] = a end
 return out
 """
 
-# KEYS: account hashes. ARGV: reserved (nano), actual (nano).
+# KEYS: the hold, then account hashes. ARGV: reserved (nano), actual (nano). A hold already
+# settled (or never admitted) changes nothing: settling is idempotent.
 _SETTLE_BUDGET = """
-for _, key in ipairs(KEYS) do
-  if redis.call('EXISTS', key) == 1 then
-    redis.call('HINCRBY', key, 'reserved', -tonumber(ARGV[1]))
-    redis.call('HINCRBY', key, 'spent', tonumber(ARGV[2]))
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('HINCRBY', KEYS[i], 'reserved', -tonumber(ARGV[1]))
+    redis.call('HINCRBY', KEYS[i], 'spent', tonumber(ARGV[2]))
   end
 end
-return 0
+return 1
 """
 
 # KEYS: account hash. ARGV: spent (nano), ttl s. Seeds an account once, whoever starts first.
@@ -152,8 +159,13 @@ class _RateHold(msgspec.Struct):
 
 class _BudgetHold(msgspec.Struct):
     keys: list[str]
+    """The hold's key, then the accounts' (empty for a hold on the local fallback)."""
     reserved: int
     local: Any = None
+
+
+_HOLD_TTL_S = 7 * 86_400  # a hold outlives any settlement retry; its accounts' own TTLs rule
+_MAX_PENDING = 100_000
 
 
 class RedisState:
@@ -193,6 +205,10 @@ class RedisState:
         self.local = MemoryState(MemoryLimiter(), budgets)
         self._down_until = 0.0
         self.failures = 0
+        # Settlements Redis did not take, retried until it does: a reservation left in place
+        # would hold budget that was never spent until its period ended.
+        self._pending: dict[str, list[Any]] = {}
+        self._retrying: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         try:
@@ -202,6 +218,15 @@ class RedisState:
             self._down(exc)
 
     async def close(self) -> None:
+        if self._retrying is not None:
+            self._retrying.cancel()
+        if self._pending:
+            await self._settle_pending()
+        if self._pending:
+            log.error(
+                "budget settlements not applied at shutdown",
+                extra={"fields": {"count": len(self._pending)}},
+            )
         await self._redis.aclose()
         await self._pool.aclose()
 
@@ -315,8 +340,8 @@ class RedisState:
             return None
         if self._up():
             now = datetime.now(UTC)
-            keys: list[str] = []
-            args: list[Any] = [nano_up(worst_case)]
+            keys: list[str] = [f"{self.prefix}hold:{uuid.uuid4().hex}"]
+            args: list[Any] = [nano_up(worst_case), _HOLD_TTL_S]
             for account, _label, limit in plan:
                 period = period_start(limit.period, now)
                 keys.append(self._account_key(account, period))
@@ -351,14 +376,36 @@ class RedisState:
             await self.local.settle_budget(holds.local, actual)
             return
         args = [holds.reserved, nano_up(actual)]
-        for attempt in range(3):
+        try:
+            await self._call(self._settle_budget, holds.keys, args)
+            return
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._down(exc)
+        if len(self._pending) >= _MAX_PENDING:
+            log.error("budget settlement lost", extra={"fields": {"accounts": holds.keys[1:]}})
+            return
+        self._pending[holds.keys[0]] = [holds.keys, args]
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.create_task(self._retry_pending())
+
+    async def _retry_pending(self) -> None:
+        while self._pending:
+            await asyncio.sleep(max(0.2, self._down_until - time.monotonic()))
+            await self._settle_pending()
+
+    async def _settle_pending(self) -> None:
+        for hold, (keys, args) in list(self._pending.items()):
             try:
-                await self._call(self._settle_budget, holds.keys, args)
-                return
+                await self._call(self._settle_budget, keys, args)
             except (RedisError, OSError, TimeoutError) as exc:
                 self._down(exc)
-                await asyncio.sleep(0.2 * (attempt + 1))
-        log.error("budget settlement lost", extra={"fields": {"accounts": holds.keys}})
+                return
+            del self._pending[hold]
+
+    @property
+    def pending_settlements(self) -> int:
+        """Settlements waiting for Redis to come back."""
+        return len(self._pending)
 
     def seed(self, rows: Iterable[dict[str, Any]]) -> None:
         """Budget spend from the ledger is seeded by `seed_async` (it needs the server)."""
