@@ -7,12 +7,6 @@ their own (initdb + pg_ctl, a temporary data directory and a free port).
 from __future__ import annotations
 
 import asyncio
-import glob
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -25,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.private_pg import PrivatePostgres, free_port
 from tokenway.accounting import postgres, spool
 from tokenway.accounting.ledger import (
     AttemptRow,
@@ -304,6 +299,7 @@ def test_exported_members() -> None:
         "parse_url",
         "read_attempts",
         "read_requests",
+        "read_spend",
         "spool_record",
     }
     assert set(spool.__all__) == {"Segment", "Spool"}
@@ -380,66 +376,6 @@ async def test_an_unreachable_server_spools_and_start_still_succeeds(tmp_path: P
 
 
 # ---- a private server, stopped and started again --------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivatePostgres:
-    """A throwaway PostgreSQL server: its own data directory and port, trust auth."""
-
-    def __init__(self) -> None:
-        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-        initdb = found[-1] if found else shutil.which("initdb")
-        if initdb is None:
-            pytest.fail("cannot start a private PostgreSQL: no initdb on this machine")
-        self.bin = Path(initdb).parent
-        self.root = Path(tempfile.mkdtemp(prefix="tokenway-pg-"))
-        self.data = self.root / "data"
-        self.port = free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        # initdb refuses to run as root: run the server as the postgres user then
-        self.run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        if self.run_as:
-            shutil.chown(self.root, "postgres")
-        self._pg("initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres", "--no-sync")
-
-    def _pg(self, tool: str, *args: str) -> None:
-        out = subprocess.run(
-            [*self.run_as, str(self.bin / tool), *args], capture_output=True, text=True, timeout=60
-        )
-        if out.returncode != 0:
-            pytest.fail(f"private PostgreSQL: {tool} failed: {out.stderr.strip()}")
-
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off "
-            f"-c unix_socket_directories={self.data}"
-        )
-        log = str(self.root / "log")
-        self._pg("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
-
-    def stop(self) -> None:
-        self._pg("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-
-    def remove(self) -> None:
-        subprocess.run(
-            [
-                *self.run_as,
-                str(self.bin / "pg_ctl"),
-                "-D",
-                str(self.data),
-                "-m",
-                "immediate",
-                "stop",
-            ],
-            capture_output=True,
-            timeout=60,
-        )
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 @pytest.fixture

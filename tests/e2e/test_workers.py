@@ -109,7 +109,14 @@ class Fleet:
 
     def stop(self) -> int:
         self.gw.send_signal(signal.SIGTERM)
-        code = self.gw.wait(30)
+        try:
+            # uvicorn's graceful shutdown alone may take 30 s on a busy machine
+            code = self.gw.wait(90)
+        except subprocess.TimeoutExpired:
+            self.gw.kill()
+            self.gw.wait()
+            code = -1
+            print("gateway did not stop within 90 s; its log:\n" + self.log.read_text())
         self.sim.kill()
         self.sim.wait()
         r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
