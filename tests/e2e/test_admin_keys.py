@@ -1,14 +1,17 @@
 """Keys managed at runtime through the admin API: created, used with the SDKs, limited,
 rotated, revoked and expired without a restart, seen by a second gateway on the same store
-within a second, and every change in the audit log."""
+within a second, and every change in the audit log; on a SQLite ledger and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx2 as httpx
 import openai
 import pytest
@@ -19,10 +22,10 @@ ADMIN = {"authorization": "Bearer sk-test-admin"}
 MSG = [{"role": "user", "content": "hi"}]
 
 
-def doc(ledger: Path) -> dict[str, Any]:
+def doc(ledger: str) -> dict[str, Any]:
     return {
         "admin_key": "sk-test-admin",
-        "storage": {"ledger": f"sqlite:///{ledger}"},
+        "storage": {"ledger": ledger},
         "sim": [{"name": "s", "kind": "openai", "scenario": {"ttft_ms": 1, "output_tokens": 4}}],
         "providers": [{"name": "p", "kind": "openai", "base_url": "sim://s"}],
         "models": [
@@ -33,13 +36,33 @@ def doc(ledger: Path) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Stack]]:
-    ledger = tmp_path_factory.mktemp("keys") / "ledger.db"
-    a, b = Stack(doc(ledger)).start(), Stack(doc(ledger)).start()
+async def _drop_schema(base: str, schema: str) -> None:
+    conn = await asyncpg.connect(base, timeout=5)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def pair(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Stack, Stack]]:
+    """Two gateways on one store: a SQLite file, or a schema on the shared PostgreSQL."""
+    tmp = tmp_path_factory.mktemp("keys")
+    if request.param == "sqlite":
+        urls = [f"sqlite:///{tmp / 'ledger.db'}"] * 2
+    else:
+        base: str = request.getfixturevalue("pg_base")
+        schema = f"t_{uuid.uuid4().hex}"
+        # one schema, a spool directory each (as two machines would have)
+        urls = [f"{base}?schema={schema}&spool={tmp / f'spool-{i}'}" for i in range(2)]
+    a, b = Stack(doc(urls[0])).start(), Stack(doc(urls[1])).start()
     yield a, b
     a.stop()
     b.stop()
+    if request.param == "postgres":
+        asyncio.run(_drop_schema(base, schema))
 
 
 def client(stack: Stack, secret: str) -> openai.OpenAI:
@@ -123,7 +146,7 @@ def test_cli_keys_reach_a_running_gateway(pair: tuple[Stack, Stack], tmp_path: P
 
     a, _ = pair
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(json.dumps(doc(Path(a.config.raw.storage.ledger[len("sqlite:///") :]))))
+    cfg.write_text(json.dumps(doc(a.config.raw.storage.ledger)))
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

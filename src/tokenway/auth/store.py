@@ -2,9 +2,13 @@
 
 A stored key holds the SHA-256 digest of its secret (the secret itself is shown once, when the
 key is created or rotated, and never stored), a display prefix, its limits and budget, an
-optional expiry and a revocation time. Every change bumps the store's version; each gateway
+optional expiry and a revocation time. The keys live in the ledger's database through the
+`tokenway.store` SQL interface: a SQLite file for one machine, a PostgreSQL schema shared by
+every replica. Every change bumps a version counter in the same transaction; each gateway
 replica polls the version and reloads, so a key created on one replica works on all of them
 within a second. Config-file keys stay as they are and cannot be changed here.
+
+A store that cannot be reached raises `tokenway.store.StoreUnavailable` from any method.
 """
 
 from __future__ import annotations
@@ -12,15 +16,32 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import sqlite3
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
 
-from tokenway.accounting import sqlite as db
+from tokenway.store import Database, Migration, Tx, open_database
 
-SCHEMA = (
+__all__ = [
+    "MIGRATIONS",
+    "SECRET_PREFIX",
+    "KeyExists",
+    "KeySpec",
+    "NoSuchKey",
+    "SqlKeyStore",
+    "StoredKey",
+    "digest_hex",
+    "new_secret",
+    "open_key_store",
+]
+
+# The first two are the tables the SQLite-only key store of earlier releases created without
+# recording a migration: IF NOT EXISTS adopts them, rows and all.
+MIGRATIONS: list[Migration] = [
     """CREATE TABLE IF NOT EXISTS api_keys (
     name TEXT PRIMARY KEY,
     digest TEXT NOT NULL UNIQUE,
@@ -31,7 +52,8 @@ SCHEMA = (
     expires_at DOUBLE PRECISION,
     revoked_at DOUBLE PRECISION
 )""",
-    """CREATE TABLE IF NOT EXISTS audit_log (
+    {
+        "sqlite": """CREATE TABLE IF NOT EXISTS audit_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts DOUBLE PRECISION NOT NULL,
     actor TEXT NOT NULL,
@@ -39,9 +61,24 @@ SCHEMA = (
     key_name TEXT NOT NULL,
     detail TEXT
 )""",
-)
+        "postgres": """CREATE TABLE IF NOT EXISTS audit_log (
+    id BIGSERIAL PRIMARY KEY,
+    ts DOUBLE PRECISION NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    key_name TEXT NOT NULL,
+    detail TEXT
+)""",
+    },
+    # A counter rather than MAX(updated_at): replicas' clocks differ, and a change stamped
+    # earlier than the newest one would go unseen; the counter moves in commit order.
+    "CREATE TABLE IF NOT EXISTS api_keys_version (id INTEGER PRIMARY KEY, version BIGINT NOT NULL)",
+    "INSERT INTO api_keys_version (id, version) SELECT 1, 0 "
+    "WHERE NOT EXISTS (SELECT 1 FROM api_keys_version WHERE id = 1)",
+]
 
 SECRET_PREFIX = "sk-tw-"
+_COLUMNS = "name, digest, prefix, spec, created_at, updated_at, expires_at, revoked_at"
 
 
 class KeySpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -102,90 +139,87 @@ def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(32)
 
 
-class SqliteKeyStore:
-    """The key store in the ledger's SQLite database (its own tables)."""
+def _prefix(secret: str) -> str:
+    return secret[: len(SECRET_PREFIX) + 4]
+
+
+class SqlKeyStore:
+    """The key store in the ledger's database (SQLite or PostgreSQL), in tables of its own.
+
+    Methods are synchronous and may block (the gateway calls them through
+    `asyncio.to_thread`); they run one at a time, so that `close` waits for the one in flight.
+    """
 
     def __init__(self, url: str) -> None:
-        self.target = db.parse_url(url)
+        self.db: Database = open_database(url)
+        self._lock = threading.RLock()
+        self._migrated = False
 
-    def _conn(self) -> sqlite3.Connection:
-        conn = db.connect_writer(self.target)
-        conn.execute(f"PRAGMA busy_timeout={db.BUSY_TIMEOUT_MS}")
-        for ddl in SCHEMA:
-            conn.execute(ddl)
-        return conn
+    @contextmanager
+    def _ready(self) -> Iterator[Database]:
+        with self._lock:
+            if not self._migrated:
+                self.db.migrate("keys", MIGRATIONS)
+                self._migrated = True
+            yield self.db
 
-    def version(self) -> float:
-        """The time of the latest change (0 for an empty store)."""
-        conn = self._conn()
-        try:
-            (v,) = conn.execute("SELECT COALESCE(MAX(updated_at), 0) FROM api_keys").fetchone()
-            return float(v)
-        finally:
-            conn.close()
+    def version(self) -> int:
+        """A counter that every change moves on (0 for a store never changed)."""
+        with self._ready() as db:
+            rows = db.fetch("SELECT version FROM api_keys_version WHERE id = 1")
+        return int(rows[0]["version"]) if rows else 0
 
     def load(self) -> list[StoredKey]:
-        conn = self._conn()
-        try:
-            rows = conn.execute(
-                "SELECT name, digest, prefix, spec, created_at, updated_at, expires_at, "
-                "revoked_at FROM api_keys ORDER BY name"
-            ).fetchall()
-        finally:
-            conn.close()
-        return [
+        """Every stored key, revoked and expired ones included, by name."""
+        with self._ready() as db:
+            rows = db.fetch(f"SELECT {_COLUMNS} FROM api_keys")
+        keys = [
             StoredKey(
-                name=r[0],
-                digest=r[1],
-                prefix=r[2],
-                spec=msgspec.json.decode(r[3], type=KeySpec),
-                created_at=r[4],
-                updated_at=r[5],
-                expires_at=r[6],
-                revoked_at=r[7],
+                name=r["name"],
+                digest=r["digest"],
+                prefix=r["prefix"],
+                spec=msgspec.json.decode(r["spec"], type=KeySpec),
+                created_at=r["created_at"],
+                updated_at=r["updated_at"],
+                expires_at=r["expires_at"],
+                revoked_at=r["revoked_at"],
             )
             for r in rows
         ]
+        # sorted here: the two engines' collations order names differently
+        return sorted(keys, key=lambda k: k.name)
 
     def create(
         self, name: str, spec: KeySpec, actor: str, expires_at: float | None = None
     ) -> tuple[StoredKey, str]:
-        """A new key and its secret (shown once)."""
+        """A new key and its secret (shown once); `KeyExists` if the name is taken."""
         secret = new_secret()
         now = time.time()
         key = StoredKey(
             name=name,
             digest=digest_hex(secret),
-            prefix=secret[: len(SECRET_PREFIX) + 4],
+            prefix=_prefix(secret),
             spec=spec,
             created_at=now,
             updated_at=now,
             expires_at=expires_at,
         )
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(
-                    "INSERT INTO api_keys (name, digest, prefix, spec, created_at, updated_at, "
-                    "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        name,
-                        key.digest,
-                        key.prefix,
-                        msgspec.json.encode(spec).decode(),
-                        now,
-                        now,
-                        expires_at,
-                    ),
-                )
-            except sqlite3.IntegrityError:
-                conn.execute("ROLLBACK")
-                raise KeyExists(f"a key named {name!r} exists already") from None
-            self._audit(conn, actor, "create", name, {"expires_at": expires_at})
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
+        with self._ready() as db, db.transaction() as tx:
+            added = tx.execute(
+                f"INSERT INTO api_keys ({_COLUMNS}) VALUES (:name, :digest, :prefix, :spec, "
+                ":now, :now, :expires, NULL) ON CONFLICT (name) DO NOTHING",
+                {
+                    "name": name,
+                    "digest": key.digest,
+                    "prefix": key.prefix,
+                    "spec": msgspec.json.encode(spec).decode(),
+                    "now": now,
+                    "expires": expires_at,
+                },
+            )
+            if added == 0:
+                raise KeyExists(f"a key named {name!r} exists already")
+            _record(tx, actor, "create", name, {"expires_at": expires_at})
         return key, secret
 
     def rotate(self, name: str, actor: str) -> str:
@@ -195,13 +229,14 @@ class SqliteKeyStore:
             name,
             actor,
             "rotate",
-            "digest = ?, prefix = ?",
-            (digest_hex(secret), secret[: len(SECRET_PREFIX) + 4]),
+            "digest = :digest, prefix = :prefix",
+            {"digest": digest_hex(secret), "prefix": _prefix(secret)},
         )
         return secret
 
     def revoke(self, name: str, actor: str) -> None:
-        self._change(name, actor, "revoke", "revoked_at = ?", (time.time(),))
+        """Stop `name` working, for good; `NoSuchKey` if there is no such stored key."""
+        self._change(name, actor, "revoke", "revoked_at = :revoked", {"revoked": time.time()})
 
     def update(self, name: str, spec: KeySpec, actor: str) -> None:
         """Replace a key's limits, budget and the rest of its spec."""
@@ -209,29 +244,30 @@ class SqliteKeyStore:
             name,
             actor,
             "update",
-            "spec = ?",
-            (msgspec.json.encode(spec).decode(),),
+            "spec = :spec",
+            {"spec": msgspec.json.encode(spec).decode()},
             detail=msgspec.structs.asdict(spec),
         )
 
     def audit(self) -> list[dict[str, Any]]:
-        conn = self._conn()
-        try:
-            rows = conn.execute(
-                "SELECT ts, actor, action, key_name, detail FROM audit_log ORDER BY id"
-            ).fetchall()
-        finally:
-            conn.close()
+        """Every change, oldest first: when, who, what, which key (never a secret)."""
+        with self._ready() as db:
+            rows = db.fetch("SELECT ts, actor, action, key_name, detail FROM audit_log ORDER BY id")
         return [
             {
-                "ts": r[0],
-                "actor": r[1],
-                "action": r[2],
-                "key": r[3],
-                "detail": json.loads(r[4]) if r[4] else None,
+                "ts": r["ts"],
+                "actor": r["actor"],
+                "action": r["action"],
+                "key": r["key_name"],
+                "detail": json.loads(r["detail"]) if r["detail"] else None,
             }
             for r in rows
         ]
+
+    def close(self) -> None:
+        """Release the connections, after the call in flight (if any) has finished."""
+        with self._lock:
+            self.db.close()
 
     def _change(
         self,
@@ -239,40 +275,36 @@ class SqliteKeyStore:
         actor: str,
         action: str,
         assignments: str,
-        params: tuple[Any, ...],
+        params: dict[str, Any],
         detail: dict[str, Any] | None = None,
     ) -> None:
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            cur = conn.execute(
-                f"UPDATE api_keys SET {assignments}, updated_at = ? WHERE name = ?",
-                (*params, time.time(), name),
+        with self._ready() as db, db.transaction() as tx:
+            changed = tx.execute(
+                f"UPDATE api_keys SET {assignments}, updated_at = :now WHERE name = :name",
+                {**params, "now": time.time(), "name": name},
             )
-            if cur.rowcount == 0:
-                conn.execute("ROLLBACK")
+            if changed == 0:
                 raise NoSuchKey(name)
-            self._audit(conn, actor, action, name, detail)
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-
-    @staticmethod
-    def _audit(
-        conn: sqlite3.Connection,
-        actor: str,
-        action: str,
-        name: str,
-        detail: dict[str, Any] | None,
-    ) -> None:
-        conn.execute(
-            "INSERT INTO audit_log (ts, actor, action, key_name, detail) VALUES (?, ?, ?, ?, ?)",
-            (time.time(), actor, action, name, json.dumps(detail) if detail else None),
-        )
+            _record(tx, actor, action, name, detail)
 
 
-def open_key_store(ledger_url: str) -> SqliteKeyStore | None:
-    """The key store next to the ledger, or None where none is implemented yet."""
-    if ledger_url.startswith(("sqlite://", "memory://")):
-        return SqliteKeyStore(ledger_url)
-    return None
+def _record(tx: Tx, actor: str, action: str, name: str, detail: dict[str, Any] | None) -> None:
+    """The audit row and the version bump that go with every change, in its transaction."""
+    tx.execute(
+        "INSERT INTO audit_log (ts, actor, action, key_name, detail) "
+        "VALUES (:ts, :actor, :action, :name, :detail)",
+        {
+            "ts": time.time(),
+            "actor": actor,
+            "action": action,
+            "name": name,
+            "detail": json.dumps(detail) if detail else None,
+        },
+    )
+    tx.execute("UPDATE api_keys_version SET version = version + 1 WHERE id = 1")
+
+
+def open_key_store(ledger_url: str) -> SqlKeyStore:
+    """The key store beside the ledger at `ledger_url` (SQLite, memory:// or PostgreSQL).
+    Nothing is connected until the first call; a malformed URL raises ValueError."""
+    return SqlKeyStore(ledger_url)

@@ -7,23 +7,46 @@
     DELETE /admin/keys/NAME            revoke
     GET    /admin/audit                every change: who, what, when
 
-Changes are written to the store and its audit log; this replica reloads at once, the others
-within a second. Config-file keys are listed but cannot be changed here.
+Changes are written to the store beside the ledger (SQLite, or PostgreSQL shared by every
+replica) and its audit log; this replica reloads at once, the others within a second.
+Config-file keys are listed but cannot be changed here. While the store cannot be reached
+these endpoints answer 503 (and the gateway keeps serving the keys it has loaded).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 
 from tokenway.auth.store import KeyExists, KeySpec, NoSuchKey
-from tokenway.errors import BadRequest, NotFound, PermissionDenied
+from tokenway.errors import BadRequest, NotFound, PermissionDenied, TokenwayError
 from tokenway.runtime import Runtime
+from tokenway.store import StoreUnavailable
 
 ACTOR = "admin-api"
+T = TypeVar("T")
+
+
+class KeyStoreDown(TokenwayError):
+    """The key store cannot be reached: 503, worth retrying; nothing was changed."""
+
+    status = 503
+    error_type = "api_error"
+    flag = "STORE"
+    retry_after_s = 1.0
+
+
+async def _store(fn: Callable[..., T], *args: Any) -> T:
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except StoreUnavailable:
+        raise KeyStoreDown(
+            "The key store is unavailable; retry shortly.", code="store_unavailable"
+        ) from None
 
 
 class CreateKey(KeySpec, kw_only=True, forbid_unknown_fields=True):
@@ -68,12 +91,10 @@ async def handle(rt: Runtime, method: str, path: str, body: bytes) -> tuple[int,
             }
             for k in rt.config.keys
         ]
-        stored = [k.public() for k in await asyncio.to_thread(store.load)] if store else []
+        stored = [k.public() for k in await _store(store.load)]
         return 200, {"data": config + stored}
-    if store is None:
-        raise NotFound("Runtime key management needs a SQLite ledger (storage.ledger).")
     if method == "GET" and path == "/admin/audit":
-        return 200, {"data": await asyncio.to_thread(store.audit)}
+        return 200, {"data": await _store(store.audit)}
     name, _, verb = path[len("/admin/keys/") :].partition("/")
     if path.startswith("/admin/keys/") and name in rt.keys.config_names:
         raise PermissionDenied(f"'{name}' is a config-file key: change it in the config.")
@@ -85,22 +106,24 @@ async def handle(rt: Runtime, method: str, path: str, body: bytes) -> tuple[int,
             spec = KeySpec(**{f: getattr(req, f) for f in KeySpec.__struct_fields__})
             _check(rt, spec)
             expires = time.time() + req.expires_in_s if req.expires_in_s else None
-            key, secret = await asyncio.to_thread(store.create, req.name, spec, ACTOR, expires)
-            await rt.reload_keys()
+            key, secret = await _store(store.create, req.name, spec, ACTOR, expires)
+            # the key exists now: a reload that fails must not cost the client its secret
+            # (only logged; the poller catches up)
+            await rt.refresh_keys()
             return 201, {"key": key.public(), "secret": secret}
         if method == "POST" and verb == "rotate":
-            secret = await asyncio.to_thread(store.rotate, name, ACTOR)
-            await rt.reload_keys()
+            secret = await _store(store.rotate, name, ACTOR)
+            await rt.refresh_keys()
             return 200, {"name": name, "secret": secret}
         if method == "PATCH" and name and not verb:
             spec = _spec(body, KeySpec)
             _check(rt, spec)
-            await asyncio.to_thread(store.update, name, spec, ACTOR)
-            await rt.reload_keys()
+            await _store(store.update, name, spec, ACTOR)
+            await rt.refresh_keys()
             return 200, {"name": name, "spec": msgspec.structs.asdict(spec)}
         if method == "DELETE" and name and not verb:
-            await asyncio.to_thread(store.revoke, name, ACTOR)
-            await rt.reload_keys()
+            await _store(store.revoke, name, ACTOR)
+            await rt.refresh_keys()
             return 200, {"name": name, "revoked": True}
     except KeyExists as exc:
         raise BadRequest(str(exc), code="key_exists") from None
