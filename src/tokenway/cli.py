@@ -243,12 +243,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
     import time
 
     from tokenway.auth.store import KeyExists, KeySpec, NoSuchKey, open_key_store
+    from tokenway.store import StoreUnavailable
 
     config = _load(args.config)
     store = open_key_store(config.raw.storage.ledger)
-    if store is None:
-        print("tokenway keys: runtime keys need a SQLite ledger", file=sys.stderr)
-        return 2
     actor = f"cli:{getpass.getuser()}"
     try:
         if args.verb == "list":
@@ -287,6 +285,13 @@ def cmd_keys(args: argparse.Namespace) -> int:
         print(f"tokenway keys: {exc}", file=sys.stderr)
     except NoSuchKey:
         print(f"tokenway keys: no stored key named {args.name!r}", file=sys.stderr)
+    except StoreUnavailable as exc:
+        from tokenway.telemetry.log import redact
+
+        print(f"tokenway keys: the key store is unavailable: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
     return 2
 
 

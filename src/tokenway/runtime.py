@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -33,9 +33,13 @@ from tokenway.providers.h1 import H1Pool
 from tokenway.providers.upstream import Upstream
 from tokenway.routing.router import Route
 from tokenway.routing.state import RoutingState
+from tokenway.store import StoreUnavailable
 from tokenway.telemetry.log import log
 from tokenway.telemetry.metrics import Metrics
 from tokenway.tokens import count_request
+
+if TYPE_CHECKING:
+    from tokenway.store.responses import ResponseStore
 
 _MILLION = Decimal(1_000_000)
 
@@ -68,7 +72,11 @@ class Runtime:
         self.routing = RoutingState(config.raw.routing, self.metrics)
         self.gates: dict[str, PriorityGate] = {}
         self.key_store = open_key_store(config.raw.storage.ledger)
-        self._keys_version = -1.0
+        self._responses: ResponseStore | None = None
+        self._keys_version = -1
+        self._keys_lock = asyncio.Lock()
+        self._keys_down = False  # the store failed the last poll: logged once per outage
+        self._stored_keys = 0
         self._keys_task: asyncio.Task[None] | None = None
         self.shared_routing: Any = None
         self.sims: dict[str, Any] = {}
@@ -77,11 +85,55 @@ class Runtime:
         self.draining = False
         self.started_at = time.time()
 
+    @property
+    def responses(self) -> ResponseStore:
+        """Stored Responses API responses (previous_response_id), on the store beside the
+        ledger. Built on first use: the store's imports (asyncpg) stay out of start-up."""
+        if self._responses is None:
+            from tokenway.store.responses import ResponseStore
+
+            st = self.config.raw.storage
+            self._responses = ResponseStore(
+                st.ledger, st.responses_retention_days * 86400.0, clock=lambda: self.now()
+            )
+        return self._responses
+
     async def reload_keys(self) -> None:
-        """Load runtime-managed keys if the store changed (every replica polls each second)."""
-        store = self.key_store
-        if store is None:
+        """Load runtime-managed keys if the store changed (every replica polls each second).
+        Raises what the store raises (`StoreUnavailable` when it is down); the keys loaded
+        before stay in force."""
+        # one reload at a time: a slow poll finishing after an admin write's reload would
+        # otherwise put back the keys from before the write
+        async with self._keys_lock:
+            await self._reload_keys()
+
+    async def refresh_keys(self) -> None:
+        """`reload_keys`, but a store that fails only logs: once when the outage starts and
+        once when it ends, with no secret and no URL."""
+        try:
+            await self.reload_keys()
+        except Exception as exc:
+            self._keys_failed(exc)
             return
+        if self._keys_down:
+            self._keys_down = False
+            log.warning("key store reachable again: keys reloaded")
+
+    def _keys_failed(self, exc: Exception) -> None:
+        if self._keys_down:
+            return
+        self._keys_down = True
+        fields = {"error": type(exc).__name__, "stored_keys": self._stored_keys}
+        if isinstance(exc, StoreUnavailable):
+            log.warning(
+                "key store unavailable: serving with the keys already loaded",
+                extra={"fields": fields},
+            )
+        else:  # not an outage but a fault: its traceback helps
+            log.error("could not reload keys", exc_info=exc, extra={"fields": fields})
+
+    async def _reload_keys(self) -> None:
+        store = self.key_store
         version = await asyncio.to_thread(store.version)
         if version == self._keys_version:
             return
@@ -97,15 +149,13 @@ class Runtime:
             self.budgets.set_key(cfg)
             entries.append((k.digest, cfg, k.expires_at))
         self.keys.set_stored(entries)
+        self._stored_keys = len(entries)
         self._keys_version = version
 
     async def _poll_keys(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            try:
-                await self.reload_keys()
-            except Exception:  # a locked or missing database must not kill the poller
-                log.exception("could not reload keys")
+            await self.refresh_keys()
 
     def _make_state(self, workers: int) -> State:
         st = self.config.raw.storage
@@ -224,9 +274,12 @@ class Runtime:
                 self.gates[name] = PriorityGate(c.max_in_flight, c.queue, c.max_wait_ms / 1000)
         await self.ledger.start()
         await self.state.start()
-        if self.key_store is not None:
+        try:
             await self.reload_keys()
-            self._keys_task = asyncio.create_task(self._poll_keys())
+        except StoreUnavailable as exc:
+            # serve with the config keys; the poller picks the stored ones up when it can
+            self._keys_failed(exc)
+        self._keys_task = asyncio.create_task(self._poll_keys())
         st = self.config.raw.storage
         if st.state.startswith(("redis://", "rediss://", "unix://")):
             from tokenway.routing.shared import SharedRouting
@@ -255,10 +308,14 @@ class Runtime:
         self.ready = False
         if self._keys_task is not None:
             self._keys_task.cancel()
+        # waits for a poll still in its thread, so no call outlives the store's connections
+        await asyncio.to_thread(self.key_store.close)
         await self.ledger.close()
         await self.state.close()
         if self.shared_routing is not None:
             await self.shared_routing.close()
         self.pool.close()
+        if self._responses is not None:
+            await asyncio.to_thread(self._responses.close)
         for sim in self.sims.values():
             await sim.close()

@@ -305,12 +305,64 @@ class StorageConfig(Strict):
     state_failure: Literal["open", "closed"] = "open"
     state_timeout_ms: float = 1000.0
     replicas: int = 1
+    # Responses API responses stored for `previous_response_id` are deleted after this long.
+    responses_retention_days: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.responses_retention_days) and self.responses_retention_days > 0):
+            raise ValueError("responses_retention_days: must be a positive number of days")
 
 
 class ServerConfig(Strict):
     max_body_bytes: int = 32 * 1024 * 1024
     request_timeout_s: float = 600.0
     log_level: str = "info"
+
+
+_WINDOW = re.compile(r"[1-9][0-9]*[smhd]")
+_WINDOW_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def window_seconds(window: str) -> int:
+    """Seconds of a completion window such as `24h` (`s`, `m`, `h` or `d`)."""
+    if not _WINDOW.fullmatch(window):
+        raise ValueError(f"expected a duration like 24h, 30m or 7d, got {window!r}")
+    return int(window[:-1]) * _WINDOW_S[window[-1]]
+
+
+class BatchConfig(Strict):
+    """The Batch API (`/v1/files`, `/v1/batches`) and the workers that run its lines.
+
+    Each replica runs at most `concurrency` lines at a time, at low priority, and holds each
+    line it runs under a lease of `lease_s` seconds (renewed while it runs); a replica that
+    dies leaves its lines to be taken over when their leases lapse. `completion_windows` are
+    the `completion_window` values a batch may ask for; `max_lines` and `max_file_bytes` bound
+    an input file. Dispatch waits while interactive requests queue for a model's capacity or
+    the event loop lags by more than `yield_lag_ms`.
+    """
+
+    concurrency: int = 4
+    lease_s: float = 60.0
+    completion_windows: list[str] = msgspec.field(default_factory=lambda: ["24h"])
+    max_lines: int = 50_000
+    max_file_bytes: int = 100 * 1024 * 1024
+    yield_lag_ms: float = 25.0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency: must be at least 1")
+        if not (math.isfinite(self.lease_s) and self.lease_s >= 1):
+            raise ValueError("lease_s: must be at least 1 second")
+        if not self.completion_windows:
+            raise ValueError("completion_windows: list at least one window, such as 24h")
+        for i, window in enumerate(self.completion_windows):
+            try:
+                window_seconds(window)
+            except ValueError as exc:
+                raise ValueError(f"completion_windows[{i}]: {exc}") from None
+        if self.max_lines < 1 or self.max_file_bytes < 1:
+            raise ValueError("max_lines and max_file_bytes: must be at least 1")
+        _non_negative("yield_lag_ms", self.yield_lag_ms)
 
 
 class Fault(Strict):
@@ -378,3 +430,4 @@ class RawConfig(Strict):
     routing: RoutingConfig = msgspec.field(default_factory=RoutingConfig)
     plans: list[PlanConfig] = msgspec.field(default_factory=list)
     sim: list[SimProviderConfig] = msgspec.field(default_factory=list)
+    batch: BatchConfig = msgspec.field(default_factory=BatchConfig)

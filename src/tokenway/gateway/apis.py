@@ -12,7 +12,8 @@ from tokenway.errors import TokenwayError
 from tokenway.translate import anthropic_messages, openai_chat
 
 _encode = msgspec.json.encode
-Protocol = Literal["openai", "anthropic"]
+# `responses` is the OpenAI Responses API: no upstream kind speaks it, so it is always translated.
+Protocol = Literal["openai", "anthropic", "responses"]
 
 
 def openai_error(err: TokenwayError) -> bytes:

@@ -4,11 +4,14 @@
     POST /v1/messages                Anthropic Messages (stream and not)
     POST /v1/messages/count_tokens   Anthropic token counting (offline tokenizer)
     POST /v1/embeddings              OpenAI embeddings
+    *    /v1/responses[/{id}[/...]]  OpenAI Responses API (gateway/responses.py)
+    *    /v1/files[/{id}[/content]]  OpenAI Files API, for batches (gateway/files.py)
+    *    /v1/batches[/{id}[/cancel]] OpenAI Batch API (gateway/batches.py, batch/)
     GET  /v1/models                  Anthropic shape with `anthropic-version`, else OpenAI's
     GET  /healthz /readyz /metrics   liveness, readiness, Prometheus text
 
 Errors reach the client in its API's own shape: Anthropic's for `/v1/messages*`, OpenAI's
-elsewhere.
+elsewhere. Batch lines reach the same handlers in-process (gateway/internal.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 import msgspec
 
 from tokenway.auth.keys import secret_from_headers
+from tokenway.batch.service import BatchService
 from tokenway.domain.types import ChatRequest, Message, Principal, TextBlock
 from tokenway.errors import (
     AllTargetsFailed,
@@ -36,7 +40,7 @@ from tokenway.errors import (
     Unsupported,
 )
 from tokenway.execution.retry import Deadline
-from tokenway.gateway import admin_keys, chat, embeddings
+from tokenway.gateway import admin_keys, batches, chat, embeddings, files, responses
 from tokenway.gateway.apis import ANTHROPIC_MESSAGES, OPENAI_CHAT, ClientApi
 from tokenway.gateway.asgi import (
     ClientGone,
@@ -50,6 +54,7 @@ from tokenway.gateway.asgi import (
 )
 from tokenway.gateway.attribution import end_user, parse_tags, task_of
 from tokenway.gateway.context import RequestContext
+from tokenway.gateway.internal import INTERNAL
 from tokenway.limits.budget import Payer
 from tokenway.limits.priority import FREE
 from tokenway.routing.router import Route, eligible, needs, order
@@ -142,6 +147,7 @@ class Gateway:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.max_body = rt.config.raw.server.max_body_bytes
+        self.jobs = BatchService(rt, self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -157,11 +163,13 @@ class Gateway:
                 try:
                     if not self.rt.ready:
                         await self.rt.start()
+                    self.jobs.start()
                 except Exception as exc:  # report start-up failure to the server, then stop
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                await self.jobs.close()
                 await self.rt.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -174,6 +182,16 @@ class Gateway:
         try:
             if path.startswith(("/admin/keys", "/admin/audit")):
                 return await self._admin_keys(scope, receive, send, method, path)
+            if path == "/v1/responses" or path.startswith("/v1/responses/"):
+                return await responses.handle(self, scope, receive, send, method, path)
+            if path == "/v1/files" or path.startswith("/v1/files/"):
+                return await files.handle(
+                    self.jobs, self._authenticate(scope), scope, receive, send
+                )
+            if path == "/v1/batches" or path.startswith("/v1/batches/"):
+                return await batches.handle(
+                    self.jobs, self._authenticate(scope), scope, receive, send, self.max_body
+                )
             if method == "POST":
                 if path == "/v1/chat/completions":
                     return await self._chat(OPENAI_CHAT, scope, receive, send)
@@ -223,8 +241,19 @@ class Gateway:
         await respond(send, err.status, api.error_body(err), headers)
 
     def _authenticate(self, scope: Scope) -> Principal:
+        internal = scope.get(INTERNAL)
+        if internal is not None:  # a request tokenway makes itself (gateway/internal.py)
+            return internal.principal  # type: ignore[no-any-return]
         secret = secret_from_headers(header(scope, b"authorization"), header(scope, b"x-api-key"))
         return self.rt.keys.authenticate(secret)
+
+    def _context(self, scope: Scope, api: str, principal: Principal, model: str) -> RequestContext:
+        """The bookkeeping of a request that is about to run: a new request id, or what an
+        in-process caller asked for (its id, mode, start and sink)."""
+        internal = scope.get(INTERNAL)
+        if internal is not None:
+            return internal.context(self.rt, api, model)  # type: ignore[no-any-return]
+        return RequestContext(self.rt, new_request_id(), api, principal, model)
 
     def _route(self, principal: Principal, model: Any, kind: str, task: str | None) -> Route:
         """The route for `model` and the request's task class (the model's default route when
@@ -271,9 +300,13 @@ class Gateway:
             )
         return Deadline(ms / 1000.0)
 
-    async def _chat(self, api: ClientApi, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _chat(
+        self, api: ClientApi, scope: Scope, receive: Receive, send: Send, body: bytes | None = None
+    ) -> None:
+        """A chat request of any client API; `body` when the caller has already read it."""
         principal = self._authenticate(scope)
-        body = await read_body(scope, receive, self.max_body)
+        if body is None:
+            body = await read_body(scope, receive, self.max_body)
         raw = parse_json(body)
         tags = parse_tags(header(scope, b"x-tokenway-tags"), raw.get("metadata"))
         task = task_of(header(scope, b"x-tokenway-task"), tags)
@@ -329,8 +362,8 @@ class Gateway:
                 await self.rt.state.settle_rate(principal, held, 0)
                 await self.rt.state.settle_budget(holds, Decimal(0))
                 raise
-        rid = new_request_id()
-        ctx = RequestContext(self.rt, rid, api.label, principal, req.model)
+        ctx = self._context(scope, api.label, principal, req.model)
+        rid = ctx.request_id
         ctx.user, ctx.tags, ctx.task = user, tags, task
         fwd: dict[str, str] = {}
         for k, v in scope["headers"]:
@@ -400,9 +433,7 @@ class Gateway:
             # An embedding bills its input only: the whole input at the dearest target.
             est = await asyncio.to_thread(_count_texts, req.input)
             holds = await self.rt.state.admit_budget(who, self.rt.worst_case_usd(targets, est, 0))
-        ctx = RequestContext(
-            self.rt, new_request_id(), "openai.embeddings", principal, raw["model"]
-        )
+        ctx = self._context(scope, "openai.embeddings", principal, raw["model"])
         ctx.user, ctx.tags, ctx.task = user, tags, task
         try:
             await embeddings.handle(ctx, req, raw, targets, send, deadline)

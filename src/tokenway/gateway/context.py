@@ -2,12 +2,16 @@
 
 Cost is the sum over attempts (what providers bill); revenue is charged only for what the
 client received (until price plans arrive, revenue equals the cost of the served attempt).
+
+`mode` (`realtime`, `batch`, `async`) prices every attempt and goes on the row; `sink` is where
+the finished row goes (the ledger, unless the caller keeps rows itself, as batch lines do).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -28,6 +32,7 @@ class RequestContext:
         "at",
         "attempts",
         "cost",
+        "mode",
         "model",
         "principal",
         "provider",
@@ -35,6 +40,7 @@ class RequestContext:
         "request_id",
         "rt",
         "served_cost",
+        "sink",
         "started",
         "stream",
         "t0",
@@ -68,12 +74,20 @@ class RequestContext:
         self.user: str | None = None
         self.tags: dict[str, str] | None = None
         self.task: str | None = None
+        self.mode = "realtime"
+        self.sink: Callable[[RequestRow], None] | None = None  # None: the ledger
+
+    def backdate(self, started: float) -> None:
+        """Date the request (its row, its prices) from epoch second `started`: a request re-run
+        after a crash keeps its first start, so its row is the same row."""
+        self.started = started
+        self.at = datetime.fromtimestamp(started, UTC)
 
     def attempt_ok(
         self, provider: str, model: str, usage: Usage, started: float, ttft_s: float | None
     ) -> Decimal:
         """Record a served attempt; returns its cost."""
-        cost = self.rt.prices.cost(provider, model, usage, self.at)
+        cost = self.rt.prices.cost(provider, model, usage, self.at, mode=self.mode)
         self._add(provider, model, 200, "OK", usage, cost, started, ttft_s, None)
         self.rt.routing.stats.get(f"{provider}/{model}").observe(
             ttft_s,
@@ -91,7 +105,11 @@ class RequestContext:
     ) -> None:
         """Record a failed attempt (billed if the provider reported usage)."""
         u = usage or Usage()
-        cost = self.rt.prices.cost(provider, model, u, self.at) if usage is not None else ZERO
+        cost = (
+            self.rt.prices.cost(provider, model, u, self.at, mode=self.mode)
+            if usage is not None
+            else ZERO
+        )
         status = getattr(err, "upstream_status", 0)
         self._add(provider, model, status, err.flag, u, cost, started, None, redact(err.message))
         self.rt.metrics.attempts.labels(provider, err.flag).inc()
@@ -113,9 +131,32 @@ class RequestContext:
         """Record an attempt given up while in flight (the loser of a hedge race). The provider
         bills what it processed: its reported usage if any arrived, else the prompt."""
         u = usage or Usage(input_tokens=prompt, source="estimated")
-        cost = self.rt.prices.cost(provider, model, u, self.at)
+        cost = self.rt.prices.cost(provider, model, u, self.at, mode=self.mode)
         self._add(provider, model, 0, "HEDGE", u, cost, started, None, None)
         self.rt.metrics.attempts.labels(provider, "HEDGE").inc()
+
+    def attempt_lost(self, provider: str, model: str, prompt: int, at: float) -> None:
+        """Record an attempt sent by a process that died before it recorded anything (flag
+        LOST): the provider billed at least the prompt, estimated as `prompt` tokens; `at` is
+        when it was sent (epoch seconds)."""
+        u = Usage(input_tokens=prompt, source="estimated")
+        cost = self.rt.prices.cost(provider, model, u, self.at, mode=self.mode)
+        self.cost += cost
+        self.attempts.append(
+            AttemptRow(
+                request_id=self.request_id,
+                seq=len(self.attempts),
+                ts=at,
+                provider=provider,
+                provider_model=model,
+                status=0,
+                flag="LOST",
+                usage=u,
+                cost_usd=cost,
+                latency_ms=0.0,
+                error="the process running this attempt stopped before it ended",
+            )
+        )
 
     def _add(
         self,
@@ -173,7 +214,7 @@ class RequestContext:
             provider_model=self.provider_model
             or (self.attempts[-1].provider_model if self.attempts else None),
             api=self.api,
-            mode="realtime",
+            mode=self.mode,
             stream=self.stream,
             status=status,
             flag=flag,
@@ -187,7 +228,10 @@ class RequestContext:
             tags=self.tags,
             task=self.task,
         )
-        self.rt.ledger.record(row)
+        if self.sink is None:
+            self.rt.ledger.record(row)
+        else:
+            self.sink(row)
         self.rt.metrics.observe(
             api=self.api,
             model=self.model,

@@ -53,6 +53,11 @@ class PriorityGate:
         self._waiters: list[tuple[int, int, str, asyncio.Future[None]]] = []
         self._seq = itertools.count()
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a slot (background work yields to them)."""
+        return len(self._waiters)
+
     def _fits(self, cls: str) -> bool:
         return self.in_flight < self._caps[cls]
 

@@ -1,0 +1,14 @@
+"""Work that can wait: OpenAI's Files and Batch APIs, run by every replica at low priority.
+
+service.BatchService   the API's operations (files, batches), scoped to the key; owns the
+                       replica's runner (gateway/files.py and gateway/batches.py serve it)
+store.JobStore         files, batches and the batch lifecycle on the `store` database
+lines.LineQueue        request lines as a shared work queue: leases, sends, results, and
+                       the ledger outbox
+runner.Runner          validates, runs lines in-process through the gateway
+                       (gateway/internal.py), and ends batches; survives crashes
+throttle.Throttle      what batch work yields to (queued interactive requests, a lagging
+                       event loop)
+validate               the input file's checks, with OpenAI's errors
+objects, ids           the API's object shapes and identifiers
+"""

@@ -1,0 +1,103 @@
+"""The job store's tables (store component `batch`), the same on SQLite and PostgreSQL.
+
+    batch_files   uploaded input files and the output/error files batches produce; the
+                  content lives in the row (BLOB / BYTEA), so every replica can read it
+    batches       one row per batch: the OpenAI object's fields, the key that owns it (and a
+                  snapshot of what that key may do), request counts, and the lease of the
+                  replica validating or finalizing it
+    batch_lines   one row per request line: its body, its lease while a replica runs it, how
+                  many times it was sent without a recorded result (and the prompt estimate and
+                  target of the last send), its result, and its ledger row (an outbox: kept
+                  until the ledger has it)
+
+Times of the OpenAI objects are whole epoch seconds (BIGINT); leases and send times are
+fractional epoch seconds (DOUBLE PRECISION). Migrations are append-only.
+"""
+
+from __future__ import annotations
+
+from tokenway.store import Migration
+
+COMPONENT = "batch"
+
+MIGRATIONS: tuple[Migration, ...] = (
+    {
+        "sqlite": """CREATE TABLE IF NOT EXISTS batch_files (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    bytes BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    content BLOB NOT NULL
+)""",
+        "postgres": """CREATE TABLE IF NOT EXISTS batch_files (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    bytes BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    content BYTEA NOT NULL
+)""",
+    },
+    "CREATE INDEX IF NOT EXISTS batch_files_owner ON batch_files (owner, created_at, id)",
+    """CREATE TABLE IF NOT EXISTS batches (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    input_file_id TEXT NOT NULL,
+    completion_window TEXT NOT NULL,
+    status TEXT NOT NULL,
+    model TEXT,
+    metadata TEXT,
+    errors TEXT,
+    usage TEXT,
+    output_file_id TEXT,
+    error_file_id TEXT,
+    output_expires_s BIGINT,
+    created_at BIGINT NOT NULL,
+    in_progress_at BIGINT,
+    expires_at BIGINT NOT NULL,
+    finalizing_at BIGINT,
+    completed_at BIGINT,
+    failed_at BIGINT,
+    expired_at BIGINT,
+    cancelling_at BIGINT,
+    cancelled_at BIGINT,
+    total INTEGER NOT NULL DEFAULT 0,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until DOUBLE PRECISION
+)""",
+    "CREATE INDEX IF NOT EXISTS batches_owner ON batches (owner, created_at, id)",
+    "CREATE INDEX IF NOT EXISTS batches_status ON batches (status)",
+    """CREATE TABLE IF NOT EXISTS batch_lines (
+    batch_id TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    custom_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL,
+    not_before DOUBLE PRECISION NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until DOUBLE PRECISION,
+    sends INTEGER NOT NULL DEFAULT 0,
+    first_sent DOUBLE PRECISION,
+    last_sent DOUBLE PRECISION,
+    prompt_tokens INTEGER,
+    target TEXT,
+    ok INTEGER,
+    status_code INTEGER,
+    response TEXT,
+    finished_at DOUBLE PRECISION,
+    ledger_row TEXT,
+    ledgered INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (batch_id, line)
+)""",
+    "CREATE INDEX IF NOT EXISTS batch_lines_state ON batch_lines (batch_id, state, line)",
+    "CREATE INDEX IF NOT EXISTS batch_lines_lease ON batch_lines (state, lease_until)",
+)
