@@ -47,6 +47,7 @@ class SharedRouting:
         self.prefix, self.state, self.labels = prefix, state, sorted(set(labels))
         self.interval_s = interval_s
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
         self._pending: set[asyncio.Task[Any]] = set()
         self._warned = False
         state.on_eject = self._publish_ejection
@@ -107,14 +108,21 @@ class SharedRouting:
                     self.state.headroom.block(label, ttl / 1000.0, shared=True)
 
     async def _loop(self) -> None:
-        while True:
+        me = asyncio.current_task()
+        while not self._closing:
             await self.refresh()
+            # A cancel that lands inside a Redis call can come out of redis-py as a
+            # TimeoutError, which refresh() takes for an outage: honour it here, or close()
+            # would wait for this loop forever.
+            if me is not None and me.cancelling():
+                raise asyncio.CancelledError
             await asyncio.sleep(self.interval_s)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._loop())
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
