@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench bench-routing clean
+.PHONY: run test lint typecheck unit bench bench-routing bench-batch clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,9 @@ bench: $(STAMP)
 
 bench-routing: $(STAMP)
 	$(BIN)/python bench/routing.py
+
+bench-batch: $(STAMP)
+	$(BIN)/python bench/batch.py
 
 clean:
 	rm -rf $(VENV) tokenway-data .pytest_cache .mypy_cache .ruff_cache

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,40 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from harness import ROOT, Processes, free_port, percentile, wait_port, write_yaml
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-bench-routing"
 CHAT = "{}/v1/chat/completions"
 FAST = {"ttft_ms": 5, "tokens_per_s": 4000, "output_tokens": 16, "prefix_cache": False}
 TAIL = {**FAST, "ttft_ms": 40, "slow_rate": 0.05, "slow_factor": 10, "seed": 3}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def write_yaml(path: Path, doc: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(doc))  # JSON is YAML
-    return path
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
 class Bench:
@@ -72,7 +42,7 @@ class Bench:
         self.tmp = tmp
         self.ports = {n: free_port() for n in ("primary", "secondary", "tail", "backup")}
         self.gw_port = free_port()
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs = Processes()
         self.ledger = tmp / "ledger.db"
 
     def sims(self, names: list[str]) -> dict[str, Any]:
@@ -113,15 +83,7 @@ class Bench:
         }
 
     def spawn(self, *args: str) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-        p = subprocess.Popen(
-            [sys.executable, "-m", "tokenway", *args],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.procs.append(p)
-        return p
+        return self.procs.spawn(*args)
 
     def start(self) -> None:
         self.primary = self.spawn(
@@ -135,14 +97,7 @@ class Bench:
         wait_port(self.gw_port)
 
     def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        self.procs.stop()
 
     @property
     def url(self) -> str:
