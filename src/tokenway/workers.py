@@ -36,6 +36,19 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _die_with(parent: int) -> None:
+    """Have the kernel send this process SIGTERM when `parent` dies (Linux), so that a
+    supervisor killed outright (SIGKILL, OOM) leaves no worker serving the port on its own."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def supervise(workers: int, run_worker: Callable[[int], int]) -> int:
     """Fork `workers` processes running `run_worker(index)`; return when all have exited."""
     own_dir = METRICS_DIR_ENV not in os.environ
@@ -45,11 +58,14 @@ def supervise(workers: int, run_worker: Callable[[int], int]) -> int:
     children: dict[int, int] = {}
     stopping = False
 
+    supervisor = os.getpid()
+
     def spawn(index: int) -> None:
         pid = os.fork()
         if pid == 0:  # the worker
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            _die_with(supervisor)
             code = 1
             try:
                 code = run_worker(index)

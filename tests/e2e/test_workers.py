@@ -4,6 +4,7 @@ the three processes behave as one gateway."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -100,8 +101,13 @@ class Fleet:
         serve = ["serve", "--workers", "3", "--config", str(tmp / "gw.yaml")]
         self.log = tmp / "gateway.log"
         with self.log.open("wb") as log:
+            # a session of its own, so that a test can reach the workers as one group
             self.gw = subprocess.Popen(
-                [sys.executable, "-m", "tokenway", *serve], env=env, stdout=log, stderr=log
+                [sys.executable, "-m", "tokenway", *serve],
+                env=env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
             )
         self.url = f"http://127.0.0.1:{self.port}"
         wait_http(f"http://127.0.0.1:{self.sim_port}/v1/models")
@@ -113,7 +119,7 @@ class Fleet:
             # uvicorn's graceful shutdown alone may take 30 s on a busy machine
             code = self.gw.wait(90)
         except subprocess.TimeoutExpired:
-            self.gw.kill()
+            os.killpg(self.gw.pid, signal.SIGKILL)
             self.gw.wait()
             code = -1
             print("gateway did not stop within 90 s; its log:\n" + self.log.read_text())
@@ -204,3 +210,41 @@ def test_more_than_one_worker_needs_redis(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
     assert done.returncode == 2 and "redis" in done.stderr
+
+
+def workers_of(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    f = Fleet(tmp_path)
+    try:
+        workers = workers_of(f.gw.pid)
+        assert len(workers) == 3
+        os.kill(f.gw.pid, signal.SIGKILL)
+        f.gw.wait()
+        end = time.monotonic() + 60
+        while any(alive(w) for w in workers) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not any(alive(w) for w in workers), "workers outlived their supervisor"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(f.gw.pid, signal.SIGKILL)
+        f.stop()
