@@ -196,7 +196,7 @@ def test_a_key_over_its_budget_gets_its_lines_refused_not_retried(stack: Stack) 
         broke.close()
 
 
-def test_embedding_lines_run_and_responses_lines_are_refused_clearly(
+def test_embedding_lines_run(
     client: openai.OpenAI,
 ) -> None:
     embed = [
@@ -218,28 +218,6 @@ def test_embedding_lines_run_and_responses_lines_are_refused_clearly(
     out = records(client, batch.output_file_id)
     assert sorted(r["custom_id"] for r in out) == ["e0", "e1", "e2"]
     assert all(r["response"]["body"]["data"][0]["embedding"] for r in out)
-
-    responses = [
-        {
-            "custom_id": "r0",
-            "method": "POST",
-            "url": "/v1/responses",
-            "body": {"model": "m-chat", "input": "hello"},
-        }
-    ]
-    batch = wait_done(
-        client,
-        client.batches.create(
-            input_file_id=upload(client, responses),
-            endpoint="/v1/responses",
-            completion_window="24h",
-        ).id,
-    )
-    assert batch.status == "completed"
-    (err,) = records(client, batch.error_file_id)
-    assert err["response"]["status_code"] == 501
-    error = err["response"]["body"]["error"]
-    assert error["code"] == "unsupported_endpoint" and "/v1/responses" in error["message"]
 
 
 def test_cancel_stops_a_running_batch_with_partial_results(

@@ -53,6 +53,11 @@ def test_valid_config() -> None:
             ),
             "offers no embeddings",
         ),
+        (lambda d: d["providers"][1].update(responses=True), "providers[1].responses: only"),
+        (
+            lambda d: d["providers"][0].update(responses=True, azure=True),
+            "providers[0].responses: only for kind openai (and not with azure)",
+        ),
     ],
 )
 def test_errors_name_their_path(mutate: Any, message: str) -> None:

@@ -41,12 +41,26 @@ def stack_doc(ledger: str) -> dict[str, Any]:
         "s-down": ("openai", {**fast, "faults": [{"kind": "status", "status": 503}]}),
         "s-long": ("openai", {**fast, "output_tokens": 60}),
         "s-long-ant": ("anthropic", {**fast, "output_tokens": 60}),
+        # OpenAI-kind upstreams that serve the Responses API (`responses: true`)
+        "s-native": ("openai", fast),
+        "s-native-down": ("openai", {**fast, "faults": [{"kind": "status", "status": 503}]}),
+        # cut after four text deltas (created, in_progress, item and part come first)
+        "s-native-cut": (
+            "openai",
+            {**fast, "output_tokens": 40, "faults": [{"kind": "cut", "after_chunks": 8}]},
+        ),
     }
     return {
         "storage": {"ledger": ledger},
         "sim": [{"name": n, "kind": k, "scenario": s} for n, (k, s) in sims.items()],
         "providers": [
-            {"name": n[2:], "kind": k, "base_url": f"sim://{n}", "api_key": UPSTREAM_KEY}
+            {
+                "name": n[2:],
+                "kind": k,
+                "base_url": f"sim://{n}",
+                "api_key": UPSTREAM_KEY,
+                "responses": n.startswith("s-native"),
+            }
             for n, (k, _) in sims.items()
         ],
         "models": [
@@ -63,6 +77,19 @@ def stack_doc(ledger: str) -> dict[str, Any]:
                 "name": "m-long-ant",
                 "targets": [{"provider": "long-ant", "model": "claude-sonnet-4-5"}],
             },
+            {"name": "m-native", "targets": [{"provider": "native", "model": "gpt-4o-mini"}]},
+            {"name": "m-native-reason", "targets": [{"provider": "native", "model": "o4-mini"}]},
+            {
+                "name": "m-native-cut",
+                "targets": [{"provider": "native-cut", "model": "gpt-4o-mini"}],
+            },
+            {
+                "name": "m-native-failover",
+                "targets": [
+                    {"provider": "native-down", "model": "gpt-4o-mini"},
+                    {"provider": "openai", "model": "gpt-4o-mini"},
+                ],
+            },
             {
                 "name": "m-failover",
                 "targets": [
@@ -71,7 +98,10 @@ def stack_doc(ledger: str) -> dict[str, Any]:
                 ],
             },
         ],
-        "prices": [{"provider": "openai", "model": "o4-mini", **PRICE}],
+        "prices": [
+            {"provider": p, "model": m, **PRICE}
+            for p, m in [("openai", "o4-mini"), ("native", "o4-mini"), ("native", "gpt-4o-mini")]
+        ],
         "keys": [{"name": "app", "key": KEY}, {"name": "other", "key": OTHER_KEY}],
     }
 

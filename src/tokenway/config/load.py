@@ -101,6 +101,10 @@ class Config:
                 raise ConfigError(f"providers[{i}].base_url: expected an http(s) URL")
             if p.azure and p.kind != "openai":
                 raise ConfigError(f"providers[{i}].azure: only for kind openai")
+            if p.responses and (p.kind != "openai" or p.azure):
+                raise ConfigError(
+                    f"providers[{i}].responses: only for kind openai (and not with azure)"
+                )
             self.providers[p.name] = p
         for i, m in enumerate(raw.models):
             if m.name in self.models:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Literal
+from typing import Protocol as TypingProtocol
 
 import msgspec
 
@@ -12,8 +13,26 @@ from tokenway.errors import TokenwayError
 from tokenway.translate import anthropic_messages, openai_chat
 
 _encode = msgspec.json.encode
-# `responses` is the OpenAI Responses API: no upstream kind speaks it, so it is always translated.
+# `responses` is the OpenAI Responses API: no provider kind's own, but OpenAI-kind upstreams
+# with `responses: true` speak it too (`Upstream.native`).
 Protocol = Literal["openai", "anthropic", "responses"]
+
+
+class Relay(TypingProtocol):
+    """How a client API adjusts what it relays untranslated from an upstream of its own protocol
+    (without one, the upstream's bytes pass as they came)."""
+
+    def whole(self, data: bytes) -> bytes:
+        """A whole answer."""
+        ...
+
+    def frame(self, raw: bytes, doc: dict[str, Any] | None) -> bytes:
+        """One stream frame (`doc` is its JSON data)."""
+        ...
+
+    def error(self, message: str) -> bytes:
+        """The frames that end a stream the upstream broke off."""
+        ...
 
 
 def openai_error(err: TokenwayError) -> bytes:
@@ -58,6 +77,7 @@ class ClientApi(msgspec.Struct, frozen=True):
     # request headers forwarded to an upstream of the same protocol (an allowlist: a client
     # must not pick, say, the OpenAI organisation the operator's key bills)
     forward_headers: frozenset[bytes]
+    relay: Relay | None = None
 
 
 OPENAI_CHAT = ClientApi(

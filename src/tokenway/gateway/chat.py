@@ -1,8 +1,10 @@
 """Chat requests (OpenAI chat completions and Anthropic Messages), whole and streamed.
 
 Whichever API the client speaks, the request goes to the model's targets in order. Same
-protocol on both sides: the client's body goes up with only the model rewritten and the
-upstream's bytes come back untouched. Different protocols: the canonical types translate.
+protocol on both sides (the upstream's kind, or another protocol it speaks: `Upstream.native`):
+the client's body goes up with only the model rewritten and the upstream's bytes come back
+untouched, but for what the client API's `relay` adjusts. Different protocols: the canonical
+types translate.
 """
 
 from __future__ import annotations
@@ -83,9 +85,11 @@ def prepare(
     t: Target, api: ClientApi, req: ChatRequest, raw: dict[str, Any], fwd: dict[str, str]
 ) -> Prepared:
     """The upstream request for target `t`, or `TargetUnsuitable` if it cannot be expressed."""
-    same = t.upstream.kind == api.protocol
+    native = t.upstream.native.get(api.protocol)
     try:
-        return t.upstream.adapter.chat(req, raw if same else None, t.model, fwd if same else {})
+        if native is not None:
+            return native.chat(req, raw, t.model, fwd)
+        return t.upstream.adapter.chat(req, None, t.model, {})
     except BadRequest as exc:
         raise TargetUnsuitable(f"{t.upstream.name}: {exc.message}") from None
 
@@ -120,7 +124,7 @@ async def complete(
 
     async def attempt(t: Target, left: float) -> bytes:
         up = t.upstream
-        same = up.kind == api.protocol
+        native = up.native.get(api.protocol)
         prep = prepare(t, api, req, raw, fwd)
         started = time.perf_counter()
         try:
@@ -141,10 +145,11 @@ async def complete(
             ctx.attempt_cancelled(up.name, t.model, started, None, ctx.rt.estimate_prompt(req))
             raise
         try:
-            if same:
+            if native is not None:
                 head = usage_only.decode(data)
                 doc = {"usage": head.usage, "service_tier": head.service_tier}
-                usage, out = up.adapter.parse_usage(doc), data
+                usage = native.parse_usage(doc)
+                out = data if api.relay is None else api.relay.whole(data)
             else:
                 doc = _decode(data)
                 if not isinstance(doc, dict):
@@ -199,14 +204,21 @@ def _frame_events(
     doc = _decode(frame.data)
     if not isinstance(doc, dict):
         return None, []
+    kind = doc.get("type")
     if (
         frame.event == "error"
-        or (doc.get("type") == "error")
+        or kind == "error"
         or ("error" in doc and "choices" not in doc and "candidates" not in doc)
     ):
         err = doc.get("error")
-        msg = err.get("message") if isinstance(err, dict) else None
+        # a Responses `error` event carries its message at the top
+        msg = err.get("message") if isinstance(err, dict) else doc.get("message")
         raise UpstreamStatus(502, redact(str(msg or "upstream stream error")))
+    if kind == "response.failed":
+        resp = doc.get("response")
+        err = resp.get("error") if isinstance(resp, dict) else None
+        msg = err.get("message") if isinstance(err, dict) else None
+        raise UpstreamStatus(502, redact(str(msg or "the upstream's response failed")))
     return doc, decoder.feed(frame.event, doc)
 
 
@@ -246,7 +258,7 @@ async def stream(
         except asyncio.CancelledError:
             ctx.attempt_cancelled(up.name, t.model, started, None, ctx.rt.estimate_prompt(req))
             raise
-        decoder = up.adapter.decoder(t.model)
+        decoder = (up.native.get(api.protocol) or up.adapter).decoder(t.model)
         frames = iter_sse(resp).__aiter__()
         pending: list[tuple[SseFrame, dict[str, Any] | None, list[StreamEvent]]] = []
         try:
@@ -289,7 +301,8 @@ async def _relay(
     extra_headers: Headers,
 ) -> None:
     up = op.target.upstream
-    same = up.kind == api.protocol
+    same = api.protocol in up.native
+    relay = api.relay if same else None
     want_usage = bool((req.extras.get("stream_options") or {}).get("include_usage"))
     encoder = None if same else api.stream_encoder(ctx.model, include_usage=want_usage)
     strip_usage = same and api.protocol == "openai" and not want_usage
@@ -329,6 +342,8 @@ async def _relay(
                 ttft = time.perf_counter() - ctx.t0
         if encoder is not None:
             out = b"".join(encoder.encode(ev) for ev in evs)
+        elif relay is not None:
+            out = relay.frame(frame.raw, doc)
         elif strip_usage and doc is not None and doc.get("usage"):
             if doc.get("choices"):
                 doc["usage"] = None
@@ -372,11 +387,12 @@ async def _relay(
     if cut is not None:
         ctx.attempt_failed(up.name, op.target.model, cut, op.started, usage)
         ctx.usage, ctx.served_cost = usage, ctx.attempts[-1].cost_usd
-        tail = (
-            encoder.error(cut.message)
-            if encoder is not None
-            else api.stream_encoder(ctx.model).error(cut.message)
-        )
+        if encoder is not None:
+            tail = encoder.error(cut.message)
+        elif relay is not None:
+            tail = relay.error(cut.message)
+        else:
+            tail = api.stream_encoder(ctx.model).error(cut.message)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
         ctx.finish(200, "UC")
         return

@@ -1,18 +1,19 @@
-"""Requests tokenway makes itself (batch lines; async tasks next), served in-process by the very
+"""Requests tokenway makes itself (batch lines, async tasks), served in-process by the very
 handlers that serve clients' HTTP requests: the same parsing, admission, routing, failover,
 pricing and accounting, with no socket in between.
 
 The caller describes the request with an `InternalCall`: whose it is (a `Principal`, at low
 priority for background work), its ledger request id and start time (a batch line's are
-deterministic, so a line re-run after a crash is the same ledger row), its mode, and attempts a
-process that died had already sent for it. `call()` hands the app an ASGI scope that carries the
+deterministic, so a line re-run after a crash is the same ledger row), its mode, the request
+headers it carries (an async task's routing headers), and attempts a process that died had
+already sent for it. `call()` hands the app an ASGI scope that carries the
 call under `INTERNAL` (a key no HTTP server sets, so no client can forge it), collects the
 response, and returns it with the request row the handler produced. That row does not go to the
 ledger: the caller gets it, so that it can store it durably beside the result first.
 
 `serves(path)` is the one place that says which endpoints can be called this way; an endpoint
 joins it once its handler builds its context with `InternalCall.context` (through the gateway's
-`_context`), as chat completions and embeddings do.
+`_context`), as chat completions, embeddings and Responses (through the chat path) do.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ __all__ = ["INTERNAL", "Answer", "InternalCall", "LostAttempt", "call", "serves"
 INTERNAL = "tokenway.internal"
 """The ASGI scope key under which an `InternalCall` rides."""
 
-_SERVED = frozenset({"/v1/chat/completions", "/v1/embeddings"})
+_SERVED = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/responses"})
 
 App = Callable[
     [MutableMapping[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
@@ -43,7 +44,7 @@ App = Callable[
 
 
 def serves(path: str) -> bool:
-    """Whether `path` can be called in-process (`/v1/responses` is not served yet)."""
+    """Whether `path` can be called in-process."""
     return path in _SERVED
 
 
@@ -67,6 +68,8 @@ class InternalCall:
     started: float | None = None
     """The request's start (epoch seconds) on the ledger; None: now."""
     lost: Sequence[LostAttempt] = ()
+    headers: Sequence[tuple[str, str]] = ()
+    """Request headers (lower-case names) beside the body's: `x-tokenway-regions`, ..."""
     rows: list[RequestRow] = field(default_factory=list)
     """Request rows the handler finished (at most one), instead of writing them."""
 
@@ -123,6 +126,7 @@ async def call(app: App, path: str, body: bytes, internal: InternalCall) -> Answ
         "headers": [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
+            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in internal.headers),
         ],
         "client": None,
         "server": None,

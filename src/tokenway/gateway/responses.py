@@ -5,11 +5,39 @@
     DELETE /v1/responses/{id}                  delete it
     GET    /v1/responses/{id}/input_items      the items it was generated from, paginated
 
-A Responses request is one more client API of the chat path: its body is translated to the
+A Responses request is one more client API of the chat path: its body is parsed to the
 canonical request (the stored conversation of `previous_response_id` first), then routed,
-limited, executed with failover and hedging, translated for each upstream and accounted
-exactly as a chat completion is (ledger `api` = `openai.responses`). No upstream is asked to
-speak Responses: OpenAI-kind upstreams get chat completions too.
+limited, executed with failover and hedging, and accounted exactly as a chat completion is
+(ledger `api` = `openai.responses`). Each target gets it in the protocol it speaks:
+
+- an OpenAI-kind upstream with `responses: true` (native) gets the client's own Responses body,
+  relayed as the chat passthrough relays chat (`translate/responses_upstream.py`), so fields
+  tokenway does not model still reach it; its usage (cached and reasoning subsets included)
+  is read from its Response or its `response.completed` event;
+- any other upstream gets the request translated (chat completions for OpenAI-kind ones), and
+  its answer is translated back into Response objects and events.
+
+tokenway, not the upstream, is the Responses server the client talks to, so the conversation
+state is tokenway's whatever target serves a turn: a conversation may move between native and
+translated targets (failover, routing) from one turn to the next, and `DELETE` must really
+delete it. Hence, for a native target:
+
+- `previous_response_id` names a response in tokenway's store, which the upstream has never
+  seen: tokenway expands it, and the upstream gets no `previous_response_id` but the whole
+  conversation as `input` (the stored input and output items, then the client's input;
+  `responses_upstream.replay` says what an upstream can take of them). A request with no
+  `previous_response_id` goes up with its `input` as it came;
+- the upstream is asked to store nothing (`store: false`): what the client asked to keep,
+  tokenway keeps, and a copy at the provider would outlive the client's `DELETE`;
+- the Response the client gets carries tokenway's `id` and the client's own `store` and
+  `previous_response_id`; the rest (output items and their ids, usage, the upstream's model
+  name) is the upstream's, as in the chat passthrough. A stream's events are relayed as they
+  come, with those three fields restamped in the events that carry the whole Response.
+
+Reasoning carries across turns as stateless use of the Responses API allows: a reasoning item
+goes back to a native upstream only with the upstream's own `encrypted_content` (a client that
+wants it asks `include: ["reasoning.encrypted_content"]`, as it would with `store: false`
+against OpenAI directly); without it the item is dropped, as chat upstreams drop it.
 
 With `store` (the default) the Response object the client gets is saved, with its input items,
 before its last byte is sent, so a follow-up naming it can never arrive first. Its input items
@@ -36,6 +64,7 @@ from tokenway.telemetry.log import log
 from tokenway.translate import responses_request as rr
 from tokenway.translate.responses_response import Shell, encode_response
 from tokenway.translate.responses_stream import StreamEncoder
+from tokenway.translate.responses_upstream import Relay, replay
 
 if TYPE_CHECKING:
     from tokenway.gateway.app import Gateway
@@ -69,6 +98,13 @@ async def _store(fn: Callable[..., T], *args: Any) -> T:
         raise StoreDown("The response store is unavailable; retry shortly.") from None
 
 
+def _may_exist(rid: str) -> bool:
+    """Whether `rid` could name a stored response at all. PostgreSQL text cannot hold U+0000
+    (a lookup fails outright), and no id tokenway mints has one: such an id is simply not
+    found, on every store."""
+    return "\x00" not in rid
+
+
 async def handle(
     gw: Gateway, scope: Scope, receive: Receive, send: Send, method: str, path: str
 ) -> None:
@@ -90,7 +126,8 @@ async def handle(
 
 class _Session:
     """One create request: its Response shell, what to store, and the client's `send`, wrapped
-    so that the final Response object is stored before the last byte leaves."""
+    so that the final Response object (translated, or relayed from a native upstream) is
+    stored before the last byte leaves."""
 
     def __init__(
         self, gw: Gateway, key: str, shell: Shell, items: list[JSON], store: bool, send: Send
@@ -103,6 +140,7 @@ class _Session:
         self._send = send
         self.status = 0
         self.encoder: StreamEncoder | None = None
+        self.relay = Relay(shell)
 
     def encode_response(self, resp: ChatResponse, model: str) -> JSON:
         return encode_response(self.shell, resp)
@@ -120,10 +158,24 @@ class _Session:
             and msg["type"] == "http.response.body"
             and not msg.get("more_body", False)
         ):
-            final = self.encoder.final if self.encoder is not None else _decode(msg["body"])
+            final = self._final(msg["body"])
             if isinstance(final, dict) and final.get("id") == self.shell.id:
                 await self._save(final)
         await self._send(msg)
+
+    def _final(self, body: bytes) -> Any:
+        """The Response object the answer ending with `body` carried."""
+        if self.encoder is not None:  # a translated stream
+            return self.encoder.final
+        if self.relay.final is not None:  # a native stream
+            return self.relay.final
+        native = self.relay.final_of(body)
+        if native is not None:
+            return native
+        try:
+            return _decode(body)
+        except msgspec.DecodeError:
+            return None
 
     async def _save(self, final: JSON) -> None:
         try:
@@ -136,18 +188,23 @@ class _Session:
 
 
 async def create(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> None:
-    """`POST /v1/responses`: translate, then run the chat path with a Responses encoder."""
+    """`POST /v1/responses`: parse, then run the chat path, which relays the body to native
+    targets and translates it for the others."""
     principal = gw._authenticate(scope)
     body = await read_body(scope, receive, gw.max_body)
     from tokenway.gateway.app import parse_json  # the app imports this module first
 
-    parsed = rr.parse_request(parse_json(body))
+    raw = parse_json(body)
+    parsed = rr.parse_request(raw)
     history: list[JSON] = []
-    if parsed.previous_response_id is not None:
-        prev = await _store(gw.rt.responses.get, principal.name, parsed.previous_response_id)
+    previous = parsed.previous_response_id
+    if previous is not None:
+        prev = None
+        if _may_exist(previous):
+            prev = await _store(gw.rt.responses.get, principal.name, previous)
         if prev is None:
             raise BadRequest(
-                f"Previous response with id '{parsed.previous_response_id}' not found.",
+                f"Previous response with id '{previous}' not found.",
                 param="previous_response_id",
                 code="previous_response_not_found",
             )
@@ -172,13 +229,28 @@ async def create(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> Non
         stream_encoder=session.stream_encoder,
         error_body=openai_error,
         forward_headers=frozenset(),
+        relay=session.relay,
     )
-    await gw._chat(api, scope, receive, session.send, body=body)
+    await gw._chat(api, scope, receive, session.send, body=body, raw=_native_body(raw, history))
+
+
+def _native_body(raw: JSON, history: list[JSON]) -> JSON:
+    """The body a native upstream gets (but for `model` and `store`, which its adapter sets):
+    the client's, with a `previous_response_id` expanded into the conversation it names."""
+    if not history:
+        return raw
+    body = {k: v for k, v in raw.items() if k != "previous_response_id"}
+    own = raw["input"]
+    body["input"] = [
+        *replay(history),
+        *([{"role": "user", "content": own}] if isinstance(own, str) else own),
+    ]
+    return body
 
 
 async def _stored(gw: Gateway, scope: Scope, rid: str) -> StoredResponse:
     principal = gw._authenticate(scope)
-    found = await _store(gw.rt.responses.get, principal.name, rid)
+    found = await _store(gw.rt.responses.get, principal.name, rid) if _may_exist(rid) else None
     if found is None:
         raise NotFound(f"Response with id '{rid}' not found.", param="response_id")
     return found
@@ -202,7 +274,7 @@ async def retrieve(gw: Gateway, scope: Scope, send: Send, rid: str) -> None:
 async def delete(gw: Gateway, scope: Scope, send: Send, rid: str) -> None:
     """`DELETE /v1/responses/{id}`."""
     principal = gw._authenticate(scope)
-    if not await _store(gw.rt.responses.delete, principal.name, rid):
+    if not _may_exist(rid) or not await _store(gw.rt.responses.delete, principal.name, rid):
         raise NotFound(f"Response with id '{rid}' not found.", param="response_id")
     await respond(send, 200, _encode({"id": rid, "object": "response", "deleted": True}))
 

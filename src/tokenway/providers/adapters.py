@@ -4,7 +4,10 @@ An adapter builds the HTTP request for a chat or embedding call and knows the pa
 protocol (usage, full response, stream decoder). It does no I/O: `providers.upstream` sends.
 
 When the client speaks the upstream's own protocol, `raw` (the client's body) is forwarded with
-only the model rewritten; otherwise the canonical request is encoded for the upstream.
+only the model rewritten; otherwise the canonical request is encoded for the upstream. An
+upstream may speak more than its kind's protocol (`native_adapters`): an OpenAI-kind upstream
+with `responses: true` also takes Responses API bodies (`ResponsesAdapter`), relayed the same
+way.
 """
 
 from __future__ import annotations
@@ -25,7 +28,13 @@ from tokenway.domain.types import (
 )
 from tokenway.errors import BadRequest
 from tokenway.tokens import count_text
-from tokenway.translate import anthropic_messages, embeddings, gemini, openai_chat
+from tokenway.translate import (
+    anthropic_messages,
+    embeddings,
+    gemini,
+    openai_chat,
+    responses_upstream,
+)
 
 JSON = dict[str, Any]
 _encode = msgspec.json.encode
@@ -43,6 +52,19 @@ class Decoder(Protocol):
     def feed(self, event: str | None, data: JSON) -> list[StreamEvent]: ...
 
     def finish(self) -> list[StreamEvent]: ...
+
+
+class Native(Protocol):
+    """What relaying a client's own protocol needs of an upstream: the request (`raw` is the
+    client's body), and the usage and stream events of the answer, whose bytes pass through."""
+
+    def chat(
+        self, req: ChatRequest, raw: JSON | None, model: str, headers: dict[str, str]
+    ) -> Prepared: ...
+
+    def parse_usage(self, doc: JSON) -> Usage: ...
+
+    def decoder(self, model: str) -> Decoder: ...
 
 
 class Adapter(Protocol):
@@ -226,6 +248,43 @@ class GeminiAdapter:
 
     def decoder(self, model: str) -> Decoder:
         return gemini.StreamDecoder(model)
+
+
+class ResponsesAdapter:
+    """The Responses API (`POST {base_url}/responses`) of an OpenAI-kind upstream with
+    `responses: true`. It relays Responses clients' own bodies only: any other client API
+    reaches the upstream as chat completions, through its `OpenAIAdapter`."""
+
+    def __init__(self, cfg: ProviderConfig) -> None:
+        self._base = cfg.base_url.rstrip("/")
+        self._extra = dict(cfg.headers)
+
+    def chat(
+        self, req: ChatRequest, raw: JSON | None, model: str, headers: dict[str, str]
+    ) -> Prepared:
+        if raw is None:
+            raise BadRequest("the Responses API relays Responses request bodies only")
+        body = dict(raw)
+        body["model"] = model
+        # tokenway keeps the conversation (gateway/responses.py): the upstream is asked to keep
+        # nothing, whatever the client asked tokenway to keep.
+        body["store"] = False
+        hdrs = {"content-type": "application/json", **headers, **self._extra}
+        return Prepared(f"{self._base}/responses", hdrs, _encode(body))
+
+    def parse_usage(self, doc: JSON) -> Usage:
+        return responses_upstream.parse_usage(doc)
+
+    def decoder(self, model: str) -> Decoder:
+        return responses_upstream.StreamDecoder()
+
+
+def native_adapters(cfg: ProviderConfig, adapter: Adapter) -> dict[str, Native]:
+    """The client protocols an upstream takes as they are, by protocol name."""
+    native: dict[str, Native] = {cfg.kind: adapter}
+    if cfg.responses:
+        native["responses"] = ResponsesAdapter(cfg)
+    return native
 
 
 def make_adapter(cfg: ProviderConfig) -> Adapter:

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 
 from tokenway.config.schema import ProviderConfig
 from tokenway.errors import UpstreamConnectError, UpstreamStatus
-from tokenway.providers.adapters import Adapter, Prepared, make_adapter
+from tokenway.providers.adapters import Adapter, Native, Prepared, make_adapter, native_adapters
 from tokenway.providers.credentials import KeyPool
 from tokenway.providers.h1 import H1Pool, H1Response
 from tokenway.providers.transport import map_exception, raise_for_status
@@ -24,6 +24,9 @@ class Upstream:
         self.region = cfg.region
         resolved = cfg if base_url == cfg.base_url else _with_base(cfg, base_url)
         self.adapter: Adapter = make_adapter(resolved)
+        # client protocol -> the adapter relaying it untranslated (its kind's, and Responses
+        # where the provider says it serves them)
+        self.native: dict[str, Native] = native_adapters(resolved, self.adapter)
         keys = (
             cfg.api_key if isinstance(cfg.api_key, list) else ([cfg.api_key] if cfg.api_key else [])
         )

@@ -1,4 +1,5 @@
-"""The OpenAI wire protocol (chat completions, embeddings, models), plus Azure's path shape."""
+"""The OpenAI wire protocol (chat completions, embeddings, models, and the Responses API in
+`wire_responses`), plus Azure's path shape."""
 
 from __future__ import annotations
 
@@ -27,11 +28,13 @@ def is_reasoning_model(model: str) -> bool:
 
 
 class OpenAIWire(Wire):
-    """`/v1/chat/completions`, `/v1/embeddings`, `/v1/models` and Azure deployments."""
+    """`/v1/chat/completions`, `/v1/responses`, `/v1/embeddings`, `/v1/models` and Azure
+    deployments."""
 
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/v1/chat/completions", self.chat),
+            web.post("/v1/responses", self.responses),
             web.post("/v1/embeddings", self.embeddings),
             web.get("/v1/models", self.models),
             web.get("/v1/models/{model}", self.model),
@@ -196,6 +199,11 @@ class OpenAIWire(Wire):
             usage["prompt_cache_hit_tokens"] = read
             usage["prompt_cache_miss_tokens"] = prompt - read
         return usage
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        from tokenway.sim import wire_responses  # imported here: it imports this module
+
+        return await wire_responses.handle(self.server, request)
 
     # ---- embeddings and models -------------------------------------------------------------
 
