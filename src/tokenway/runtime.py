@@ -214,9 +214,12 @@ class Runtime:
         ms = timeout_ms if timeout_ms is not None else self.config.raw.routing.timeout_ms
         return Route(built, policy, ms / 1000.0, model.context_window, hedge)
 
-    def expected_cost(self, t: Target, hit_rate: float, prompt: int, output: int) -> Decimal | None:
-        """What a request is expected to cost at `t`, with `hit_rate` of its prompt cached."""
-        price = self.prices.price(t.upstream.name, t.model)
+    def expected_cost(
+        self, t: Target, hit_rate: float, prompt: int, output: int, mode: str = "realtime"
+    ) -> Decimal | None:
+        """What a request in `mode` is expected to cost at `t`, with `hit_rate` of its prompt
+        cached."""
+        price = self.prices.price(t.upstream.name, t.model, mode=mode)
         if price is None:
             return None
         p = price.for_prompt(prompt)

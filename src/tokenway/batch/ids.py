@@ -1,7 +1,7 @@
-"""Identifiers of the Batch API's objects. Time-ordered and random where an object is created
-once (an upload, a batch); derived from the batch where a crash may make a replica produce it
-again (a line's ledger request id, its output record id, the output and error files), so the
-second time is the same object."""
+"""Identifiers of the Batch API's objects and of async tasks. Time-ordered and random where an
+object is created once (an upload, a batch, a task); derived from the batch where a crash may
+make a replica produce it again (a line's ledger request id, its output record id, the output
+and error files), so the second time is the same object."""
 
 from __future__ import annotations
 
@@ -9,7 +9,19 @@ import hashlib
 import secrets
 import time
 
-__all__ = ["batch_id", "file_id", "line_record_id", "line_request_id", "result_file_id"]
+__all__ = [
+    "TASK_CUSTOM_ID",
+    "batch_id",
+    "file_id",
+    "line_record_id",
+    "line_request_id",
+    "result_file_id",
+    "task_id",
+    "task_request_id",
+]
+
+TASK_CUSTOM_ID = "task"
+"""The `custom_id` of an async task's one line."""
 
 
 def _digest(*parts: str) -> str:
@@ -32,6 +44,11 @@ def batch_id() -> str:
     return "batch_" + _ordered(18)
 
 
+def task_id() -> str:
+    """A new async task's id."""
+    return "task_" + _ordered(18)
+
+
 def line_request_id(batch: str, custom_id: str) -> str:
     """The ledger request id of a batch line: the same on every run of the line."""
     return "req_" + _digest("line", batch, custom_id)[:32]
@@ -45,3 +62,8 @@ def line_record_id(batch: str, custom_id: str) -> str:
 def result_file_id(batch: str, kind: str) -> str:
     """The id of a batch's `output` or `error` file."""
     return "file-" + _digest("file", batch, kind)[:24]
+
+
+def task_request_id(task: str) -> str:
+    """The ledger request id of an async task (that of its line)."""
+    return line_request_id(task, TASK_CUSTOM_ID)

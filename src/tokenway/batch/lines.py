@@ -156,10 +156,12 @@ class LineQueue:
         self, batch_id: str, line: int, owner: str, not_before: float, *, unsend: bool
     ) -> None:
         """Put a held line back in the queue, not to be claimed before `not_before`;
-        `unsend` undoes its `mark_sent` (it never reached an upstream)."""
+        `unsend` undoes its `mark_sent` (it never reached an upstream), and a line left with
+        no send forgets when it was first sent (its ledger row starts when one is)."""
         self.db.execute(
             "UPDATE batch_lines SET state = 'queued', lease_owner = NULL, lease_until = NULL, "
-            "not_before = :nb, sends = sends - :undo "
+            "not_before = :nb, sends = sends - :undo, "
+            "first_sent = CASE WHEN sends - :undo > 0 THEN first_sent END "
             "WHERE batch_id = :b AND line = :l AND state = 'running' AND lease_owner = :owner",
             {"b": batch_id, "l": line, "owner": owner, "nb": not_before, "undo": int(unsend)},
         )

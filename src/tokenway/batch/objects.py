@@ -1,5 +1,5 @@
 """The Batch API's objects as OpenAI shapes them (`OpenAIFile`, `Batch`, the records of output
-and error files), from the job store's rows."""
+and error files), and tokenway's async task object, from the job store's rows."""
 
 from __future__ import annotations
 
@@ -7,10 +7,18 @@ from typing import Any
 
 import msgspec
 
-from tokenway.batch.ids import line_record_id, line_request_id
+from tokenway.batch.ids import line_record_id, line_request_id, task_request_id
 from tokenway.domain.types import Usage
 
-__all__ = ["batch_object", "error_record", "file_object", "response_record", "usage_object"]
+__all__ = [
+    "TASK_ERRORS",
+    "batch_object",
+    "error_record",
+    "file_object",
+    "response_record",
+    "task_object",
+    "usage_object",
+]
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
@@ -111,3 +119,62 @@ def error_record(batch: str, custom_id: str, code: str, message: str) -> bytes:
             "error": {"code": code, "message": message},
         }
     )
+
+
+_TASK_ENDS = ("completed_at", "failed_at", "expired_at", "cancelled_at")
+TASK_ERRORS = {
+    "expired": {"code": "task_expired", "message": "The task was not run before its deadline."},
+    "cancelled": {"code": "task_cancelled", "message": "The task was cancelled before it ran."},
+}
+"""The `error` of a task that ended without running, by its status."""
+
+
+def task_object(row: dict[str, Any]) -> dict[str, Any]:
+    """An async task from `TaskStore.get`'s row. `result` is the answer the endpoint gave
+    (its HTTP status and JSON body); `expires_at` is the deadline."""
+    status = row["status"]
+    if status in ("in_progress", "finalizing", "validating"):
+        status = "queued" if row["line_state"] == "queued" else "in_progress"
+    started = row["started_at"] if row["started_at"] is not None else row["first_sent"]
+    result = None
+    if row["result_status"] is not None:
+        result = {"status_code": int(row["result_status"]), "body": _json(row["result"])}
+    doc: dict[str, Any] = {
+        "id": row["id"],
+        "object": "async.task",
+        "endpoint": row["endpoint"],
+        "model": row["model"],
+        "status": status,
+        "request_id": task_request_id(row["id"]),
+        "created_at": int(row["created_at"]),
+        "started_at": None if started is None else int(started),
+        "expires_at": int(row["expires_at"]),
+    }
+    for name in _TASK_ENDS:
+        doc[name] = None if row[name] is None else int(row[name])
+    doc["result"] = result
+    doc["usage"] = _decode(row["usage"]) if row["usage"] else None
+    doc["error"] = TASK_ERRORS.get(status)
+    doc["webhook"] = None
+    if row["webhook"] is not None:
+        doc["webhook"] = {
+            "url": row["webhook"],
+            # waiting: the task has not ended; pending: being delivered or to be retried
+            "status": row["hook_state"] or "waiting",
+            "attempts": int(row["hook_attempts"]),
+            "delivered_at": row["hook_delivered_at"],
+            "last_error": row["hook_error"],
+        }
+    return doc
+
+
+def _json(text: str | None) -> Any:
+    """A stored answer body, embedded as is when it is JSON (the handlers answer JSON)."""
+    if text is None:
+        return None
+    raw = text.encode("utf-8")
+    try:
+        _decode(raw)
+    except msgspec.DecodeError:
+        return text
+    return msgspec.Raw(raw)

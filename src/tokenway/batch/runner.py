@@ -1,14 +1,16 @@
-"""The batch runner: one per replica. It validates new batches, runs their lines through the
-gateway's own request path, and ends batches, coordinating with other replicas only through
-the job store.
+"""The batch runner: one per replica. It validates new batches, runs their lines (and async
+tasks, batches of one line) through the gateway's own request path, and ends batches and
+tasks, coordinating with other replicas only through the job store.
 
 A line runs as an in-process request (`gateway.internal`): the key's admission limits and
 budgets, routing, failover, pricing and accounting are exactly those of an HTTP request, with
 the key's priority lowered to `low` and the ledger row in mode `batch` (priced with the batch
-discount where the price book has one). At most `batch.concurrency` lines run at once per
-replica, none for a model whose capacity has interactive requests queued and only one while
-the event loop lags (`throttle`); a line the gateway refuses before sending it (the key's rate
-limit, low priority shed at a full model) goes back to the queue to retry later.
+discount where the price book has one), or `async` for a task. Work runs earliest deadline
+first; a task's request carries the routing headers it was sent with, and no attempt of it
+outlives its deadline. At most `batch.concurrency` lines run at once per replica, none for a
+model whose capacity has interactive requests queued and only one while the event loop lags
+(`throttle`); a line the gateway refuses before sending it (the key's rate limit, low priority
+shed at a full model) goes back to the queue to retry later.
 
 Exactly once, across crashes:
 
@@ -46,6 +48,7 @@ from tokenway.accounting.ledger import RequestRow
 from tokenway.batch.ids import line_request_id
 from tokenway.batch.lines import ClaimedLine
 from tokenway.batch.store import Ending, JobStore
+from tokenway.batch.task_store import TASK_LINE
 from tokenway.batch.throttle import Throttle
 from tokenway.batch.validate import LineError, validate
 from tokenway.config.schema import BatchConfig
@@ -68,6 +71,7 @@ _REFUSED_S = 1.0  # a refused line waits this long, unless the refusal says how 
 _FILES_S = 600.0  # expired files, and the lines of batches ended long ago, go this often
 _KEEP_LINES_S = 3600  # how long the lines of an ended batch are kept
 _CONFIRM_S = 1.0
+_MAX_TIMEOUT_MS = 86_400_000  # the most x-tokenway-timeout-ms may say
 _API = {
     "/v1/chat/completions": "openai.chat",
     "/v1/embeddings": "openai.embeddings",
@@ -100,6 +104,14 @@ class _Active:
     endpoint: str
     model: str | None
     principal: Principal
+    kind: str = "batch"
+    expires_at: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def mode(self) -> str:
+        """The ledger mode of its lines."""
+        return "async" if self.kind == "async" else "batch"
 
 
 class Runner:
@@ -132,6 +144,8 @@ class Runner:
         self._last_file_reap = 0.0
         self._loop_task: asyncio.Task[None] | None = None
         self._helpers: list[asyncio.Task[None]] = []
+        self.task_ended: Callable[[], None] = lambda: None
+        """Called when this replica has ended an async task (its webhook may be due)."""
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -216,10 +230,19 @@ class Runner:
         for batch_id, ending in await asyncio.to_thread(self.store.finalizable, now, clock):
             if self._closing:
                 break
-            await self._end(batch_id, ending)
+            await self.end(batch_id, ending)
         rows = await asyncio.to_thread(self.store.active_batches, int(self.rt.now()))
         self._active = [
-            _Active(r["id"], r["endpoint"], r["model"], self._principal(r)) for r in rows
+            _Active(
+                r["id"],
+                r["endpoint"],
+                r["model"],
+                self._principal(r),
+                r["kind"],
+                float(r["expires_at"]),
+                _headers(r["headers"]),
+            )
+            for r in rows
         ]
         self._principals = {b.id: b.principal for b in self._active}
         if self._active:
@@ -230,6 +253,8 @@ class Runner:
             self._last_file_reap = time.monotonic()
             await asyncio.to_thread(self.store.reap_files, int(self.rt.now()))
             await asyncio.to_thread(self.store.purge_lines, int(self.rt.now()) - _KEEP_LINES_S)
+            keep_tasks = int(self.rt.config.raw.async_.retention_days * 86400)
+            await asyncio.to_thread(self.store.tasks.reap, int(self.rt.now()) - keep_tasks)
 
     def _principal(self, row: Mapping[str, Any]) -> Principal:
         found = self._principals.get(row["id"])
@@ -251,6 +276,8 @@ class Runner:
                 break
             if self._paused.get(batch.model, 0.0) > clock or self.throttle.contended(batch.model):
                 continue
+            if batch.kind == "async" and (batch.id, TASK_LINE) in self._tasks:
+                continue  # its one line runs here already
             claimed = await asyncio.to_thread(
                 self.store.lines.claim,
                 batch.id,
@@ -334,9 +361,10 @@ class Runner:
         call = InternalCall(
             principal=batch.principal,
             request_id=line_request_id(batch.id, line.custom_id),
-            mode="batch",
+            mode=batch.mode,
             started=line.first_sent if line.first_sent is not None else now,
             lost=_lost(line.sends, line.target, line.prompt_tokens, line.last_sent or now),
+            headers=self._headers(batch),
         )
         answer = await self.dispatch(batch.endpoint, body, call)
         row = answer.row
@@ -370,6 +398,22 @@ class Runner:
         if stored and row is not None:
             self.rt.ledger.record(row)
             self._unconfirmed.append((batch.id, line.line))
+        if stored and batch.kind == "async":
+            # A task is done with its one line: end it now rather than at the next pass.
+            await self.end(batch.id, "completed")
+
+    def _headers(self, batch: _Active) -> tuple[tuple[str, str], ...]:
+        """The request headers of a line: a task's own, with its timeout cut to what is left
+        before its deadline when that is less than its route's."""
+        if batch.kind != "async":
+            return batch.headers
+        routes = self.rt.routes.get(batch.model or "", {})
+        route = routes.get(dict(batch.headers).get("x-tokenway-task")) or routes.get(None)
+        left = batch.expires_at - self.rt.now()
+        if route is None or left >= route.timeout_s:
+            return batch.headers
+        ms = min(max(1, int(left * 1000)), _MAX_TIMEOUT_MS)
+        return (*batch.headers, ("x-tokenway-timeout-ms", str(ms)))
 
     async def _estimate(self, endpoint: str, body: bytes) -> int:
         """The prompt tokens of a line, as recorded for a send that may be lost."""
@@ -404,7 +448,7 @@ class Runner:
         lost = InternalCall(
             principal=batch.principal,
             request_id=call.request_id,
-            mode="batch",
+            mode=batch.mode,
             started=call.started,
             lost=call.lost,
         )
@@ -452,7 +496,8 @@ class Runner:
                 await asyncio.to_thread(
                     self.store.fail_batch, batch_id, self.owner, parsed.errors, clock
                 )
-            else:
+                return
+            try:
                 await asyncio.to_thread(
                     self.store.start_batch,
                     batch_id,
@@ -460,6 +505,18 @@ class Runner:
                     parsed.model,
                     parsed.requests,
                     clock,
+                )
+            except StoreUnavailable:
+                raise  # the lease lapses and the batch is validated again later
+            except Exception:
+                # Lines the database refuses would refuse every retry too: a batch left
+                # validating would be retried forever and stall this replica's housekeeping.
+                log.exception("batch start", extra={"fields": {"batch": batch_id}})
+                refused = LineError(
+                    code="internal_error", message="tokenway could not store this batch's lines."
+                )
+                await asyncio.to_thread(
+                    self.store.fail_batch, batch_id, self.owner, [refused], clock
                 )
         finally:
             self._holding.discard(batch_id)
@@ -473,7 +530,10 @@ class Runner:
             return f"This key may not use the model '{model}'."
         return None
 
-    async def _end(self, batch_id: str, ending: Ending) -> None:
+    async def end(self, batch_id: str, ending: Ending) -> None:
+        """End a batch or task that is ready to end so (`JobStore.finalizable`), unless another
+        replica is ending it: account its lost sends, make its ledger rows durable, then give
+        it its final status (and a batch its files)."""
         now = time.time()
         claimed = await asyncio.to_thread(
             self.store.claim_finalize,
@@ -498,9 +558,16 @@ class Runner:
                 await asyncio.to_thread(
                     self.store.lines.mark_ledgered, [(batch_id, r["line"]) for r in pending]
                 )
-            await asyncio.to_thread(
-                self.store.end_batch, batch_id, ending, self.owner, int(self.rt.now())
-            )
+            if claimed["kind"] == "async":
+                ended = await asyncio.to_thread(
+                    self.store.tasks.end, batch_id, ending, self.owner, int(self.rt.now())
+                )
+                if ended:
+                    self.task_ended()
+            else:
+                await asyncio.to_thread(
+                    self.store.end_batch, batch_id, ending, self.owner, int(self.rt.now())
+                )
         finally:
             self._holding.discard(batch_id)
         self._principals.pop(batch_id, None)
@@ -511,12 +578,12 @@ class Runner:
         lost = await asyncio.to_thread(self.store.lines.lost, row["id"])
         if not lost:
             return
-        batch = _Active(row["id"], row["endpoint"], row["model"], self._principal(row))
+        batch = _Active(row["id"], row["endpoint"], row["model"], self._principal(row), row["kind"])
         for line in lost:
             call = InternalCall(
                 principal=batch.principal,
                 request_id=line_request_id(batch.id, line["custom_id"]),
-                mode="batch",
+                mode=batch.mode,
                 started=line["first_sent"],
                 lost=_lost(line["sends"], line["target"], line["prompt_tokens"], line["last_sent"]),
             )
@@ -524,6 +591,13 @@ class Runner:
             await asyncio.to_thread(
                 self.store.lines.put_row, batch.id, line["line"], _encode(made).decode()
             )
+
+
+def _headers(stored: str | None) -> tuple[tuple[str, str], ...]:
+    """A task's stored routing headers, as `[[name, value], ...]` JSON."""
+    if not stored:
+        return ()
+    return tuple((str(k), str(v)) for k, v in _decode(stored))
 
 
 def _lost(sends: int, target: str | None, prompt: int | None, at: float) -> list[LostAttempt]:

@@ -9,6 +9,10 @@
                   many times it was sent without a recorded result (and the prompt estimate and
                   target of the last send), its result, and its ledger row (an outbox: kept
                   until the ledger has it)
+    async_tasks   what an async task adds to its `batches` row (`kind = 'async'`, one line):
+                  the routing headers it replays, its result once it ended (its line is
+                  purged later), and its webhook delivery (an outbox: state, attempts, when
+                  the next is due, and the lease of the replica delivering it)
 
 Times of the OpenAI objects are whole epoch seconds (BIGINT); leases and send times are
 fractional epoch seconds (DOUBLE PRECISION). Migrations are append-only.
@@ -100,4 +104,22 @@ MIGRATIONS: tuple[Migration, ...] = (
 )""",
     "CREATE INDEX IF NOT EXISTS batch_lines_state ON batch_lines (batch_id, state, line)",
     "CREATE INDEX IF NOT EXISTS batch_lines_lease ON batch_lines (state, lease_until)",
+    # async tasks: a batch of one line that the task API made, not the Batch API
+    "ALTER TABLE batches ADD COLUMN kind TEXT NOT NULL DEFAULT 'batch'",
+    """CREATE TABLE IF NOT EXISTS async_tasks (
+    id TEXT PRIMARY KEY,
+    headers TEXT,
+    started_at BIGINT,
+    result_status INTEGER,
+    result TEXT,
+    webhook TEXT,
+    hook_state TEXT,
+    hook_attempts INTEGER NOT NULL DEFAULT 0,
+    hook_next DOUBLE PRECISION,
+    hook_error TEXT,
+    hook_delivered_at BIGINT,
+    lease_owner TEXT,
+    lease_until DOUBLE PRECISION
+)""",
+    "CREATE INDEX IF NOT EXISTS async_tasks_hook ON async_tasks (hook_state, hook_next)",
 )

@@ -1,6 +1,7 @@
 """The Batch API's operations, for the HTTP endpoints (and any other front end): files and
 batches scoped to the key that made them, validated as OpenAI validates them, with the
-runner that executes the batches on this replica.
+runner that executes the batches on this replica. Async tasks (`tasks`, batch/tasks.py) share
+the store and the runner, and their webhooks are delivered from here (`webhooks`).
 
 Bad requests raise the gateway's client errors (`BadRequest`, `NotFound`, `PayloadTooLarge`,
 `Conflict`), which the endpoints render in OpenAI's error shape.
@@ -8,23 +9,25 @@ Bad requests raise the gateway's client errors (`BadRequest`, `NotFound`, `Paylo
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
 
 from tokenway.batch import ids
+from tokenway.batch.errors import Conflict, in_store
 from tokenway.batch.objects import batch_object, file_object
 from tokenway.batch.runner import Runner
 from tokenway.batch.store import JobStore, Page
+from tokenway.batch.tasks import TaskService
 from tokenway.batch.validate import ENDPOINTS
+from tokenway.batch.webhook import Deliverer
 from tokenway.config.schema import window_seconds
 from tokenway.domain.types import Principal
-from tokenway.errors import BadRequest, ClientError, NotFound, PayloadTooLarge, TokenwayError
+from tokenway.errors import BadRequest, NotFound, PayloadTooLarge
 from tokenway.gateway import internal
 from tokenway.runtime import Runtime
-from tokenway.store import StoreUnavailable, open_database
+from tokenway.store import open_database
 
 __all__ = ["BatchService", "Conflict"]
 
@@ -39,24 +42,12 @@ _encode = msgspec.json.encode
 T = TypeVar("T")
 
 
-class Conflict(ClientError):
-    """The object is not in a state that allows this (say, cancelling a completed batch)."""
-
-    status = 409
-
-
-class StoreDown(TokenwayError):
-    """The job store cannot be reached: 503, worth retrying."""
-
-    status = 503
-    error_type = "api_error"
-    flag = "STORE"
-
-
 def _ttl(seconds: Any, anchor: Any, param: str) -> int:
     if anchor != "created_at":
         raise BadRequest(f"{param}.anchor: must be 'created_at'.", param=f"{param}.anchor")
-    if isinstance(seconds, str) and seconds.isdigit():
+    # A form field holds a string. `str.isdigit` alone is true of '²', which `int` refuses, and
+    # of runs of digits too long for `int` to read: only short ASCII digit strings are numbers.
+    if isinstance(seconds, str) and seconds.isascii() and seconds.isdigit() and len(seconds) <= 18:
         seconds = int(seconds)
     if not isinstance(seconds, int) or isinstance(seconds, bool):
         raise BadRequest(f"{param}.seconds: must be an integer.", param=f"{param}.seconds")
@@ -113,25 +104,29 @@ class BatchService:
             return await internal.call(app, path, body, call)
 
         self.runner = Runner(self.store, rt, dispatch, self.cfg)
+        self.tasks = TaskService(rt, self.store, self.runner, self._store)
+        self.webhooks: Deliverer | None = None
+        if rt.config.raw.async_.webhook_secret is not None:
+            self.webhooks = Deliverer(
+                self.store, rt.config.raw.async_, self.runner.owner, clock=rt.now
+            )
+            self.runner.task_ended = self.webhooks.wake
 
     def start(self) -> None:
         self.runner.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
 
     async def close(self) -> None:
+        if self.webhooks is not None:  # first: the runner closes the store
+            await self.webhooks.close()
         await self.runner.close()
 
     def _now(self) -> int:
         return int(self.rt.now())
 
     async def _store(self, fn: Callable[..., T], *args: Any) -> T:
-        def run() -> T:
-            self.store.ensure()
-            return fn(*args)
-
-        try:
-            return await asyncio.to_thread(run)
-        except StoreUnavailable:
-            raise StoreDown("The batch store is unavailable; retry shortly.") from None
+        return await in_store(self.store, fn, *args)
 
     # ---- files --------------------------------------------------------------------------
 

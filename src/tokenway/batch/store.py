@@ -9,6 +9,8 @@ Every object belongs to the key that created it (`owner`, the key's name) and is
 any other key. A replica takes a batch to validate or finalize under a lease (owner and expiry)
 so that one replica does it and another takes over if that one dies; finalizing is idempotent
 (the output and error files have ids derived from the batch). Times are whole epoch seconds.
+Async tasks are batches of one line and of kind `async` (`tasks`, batch/task_store.py): the
+Batch API never sees them, and they end without files.
 
 Every call is one short transaction and may block: call them through `asyncio.to_thread`.
 """
@@ -24,6 +26,7 @@ from tokenway.batch import schema
 from tokenway.batch.ids import result_file_id
 from tokenway.batch.lines import LineQueue
 from tokenway.batch.objects import error_record, response_record, usage_object
+from tokenway.batch.task_store import TaskStore
 from tokenway.batch.validate import LineError, Request
 from tokenway.domain.types import Usage
 from tokenway.store import Database, Tx
@@ -58,6 +61,7 @@ class JobStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.lines = LineQueue(db)
+        self.tasks = TaskStore(db)
         self._migrated = False
 
     def ensure(self) -> None:
@@ -180,7 +184,7 @@ class JobStore:
 
     def get_batch(self, owner: str, batch_id: str) -> dict[str, Any] | None:
         rows = self.db.fetch(
-            "SELECT * FROM batches WHERE id = :id AND owner = :owner",
+            "SELECT * FROM batches WHERE id = :id AND owner = :owner AND kind = 'batch'",
             {"id": batch_id, "owner": owner},
         )
         return rows[0] if rows else None
@@ -188,7 +192,14 @@ class JobStore:
     def list_batches(self, owner: str, *, limit: int, after: str | None) -> Page | None:
         """`owner`'s batches, newest first; None when `after` names no batch of theirs."""
         return _page(
-            self.db, "batches", "*", "owner = :owner", {"owner": owner}, limit, after, False
+            self.db,
+            "batches",
+            "*",
+            "owner = :owner AND kind = 'batch'",
+            {"owner": owner},
+            limit,
+            after,
+            False,
         )
 
     def cancel_batch(self, owner: str, batch_id: str, now: int) -> tuple[dict[str, Any], bool]:
@@ -197,11 +208,12 @@ class JobStore:
         with self.db.transaction() as tx:
             tx.execute(
                 "UPDATE batches SET status = 'cancelling', cancelling_at = :now "
-                "WHERE id = :id AND owner = :owner AND status IN ('validating', 'in_progress')",
+                "WHERE id = :id AND owner = :owner AND kind = 'batch' "
+                "AND status IN ('validating', 'in_progress')",
                 {"id": batch_id, "owner": owner, "now": now},
             )
             rows = tx.fetch(
-                "SELECT * FROM batches WHERE id = :id AND owner = :owner",
+                "SELECT * FROM batches WHERE id = :id AND owner = :owner AND kind = 'batch'",
                 {"id": batch_id, "owner": owner},
             )
         if not rows:
@@ -209,10 +221,13 @@ class JobStore:
         return rows[0], rows[0]["status"] in ("cancelling", "cancelled")
 
     def active_batches(self, now: int) -> list[dict[str, Any]]:
-        """Batches whose lines may run now, oldest first."""
+        """Batches and async tasks whose lines may run now, the earliest deadline first (and
+        the oldest among equal deadlines), with a task's routing `headers`."""
         return self.db.fetch(
-            "SELECT id, owner, principal, endpoint, model FROM batches "
-            "WHERE status = 'in_progress' AND expires_at > :now ORDER BY created_at, id",
+            "SELECT b.id, b.owner, b.principal, b.endpoint, b.model, b.kind, b.expires_at, "
+            "t.headers FROM batches b LEFT JOIN async_tasks t ON t.id = b.id "
+            "WHERE b.status = 'in_progress' AND b.expires_at > :now "
+            "ORDER BY b.expires_at, b.created_at, b.id",
             {"now": now},
         )
 

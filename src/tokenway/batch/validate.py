@@ -2,11 +2,12 @@
 
 The file is JSONL: each non-blank line one request, `{"custom_id": "...", "method": "POST",
 "url": "/v1/chat/completions", "body": {...}}`. Every line must parse as a JSON object; have a
-non-empty `custom_id` no other line has; `method` POST; a `url` tokenway runs (chat
-completions, embeddings, responses) equal to the batch's `endpoint`; a `body` object whose
-`model` is the same on every line and one the key may use. A file with no request, or more than
-`max_lines`, is refused too. Any error fails the whole batch, with up to `MAX_ERRORS` errors
-naming their 1-based line (`line`, `code`, `message`, `param`, as OpenAI's `errors.data`).
+non-empty `custom_id` (with no U+0000 in it) no other line has; `method` POST; a `url`
+tokenway runs (chat completions, embeddings, responses) equal to the batch's `endpoint`; a
+`body` object whose `model` is the same on every line and one the key may use. A file with no
+request, or more than `max_lines`, is refused too. Any error fails the whole batch, with up to
+`MAX_ERRORS` errors naming their 1-based line (`line`, `code`, `message`, `param`, as OpenAI's
+`errors.data`).
 
 A request's body is kept as compact JSON with `stream` and `stream_options` removed: a batch
 answer is always whole.
@@ -156,6 +157,14 @@ def _check_line(doc: dict[str, Any], endpoint: str) -> tuple[str, str, str] | No
         return (
             "invalid_value",
             f"'custom_id' is longer than {MAX_CUSTOM_ID} characters.",
+            "custom_id",
+        )
+    # The job store keeps custom_id as text, which on PostgreSQL cannot hold U+0000: the
+    # batch could never start (its lines could not be written), so it is refused here.
+    if "\x00" in custom_id:
+        return (
+            "invalid_value",
+            "'custom_id' must not contain NUL (U+0000) characters.",
             "custom_id",
         )
     if doc["method"] != "POST":

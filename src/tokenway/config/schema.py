@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -29,6 +29,9 @@ class ProviderConfig(Strict):
 
     `base_url: sim://NAME` points at the simulated provider NAME of the `sim` section.
     For Azure OpenAI set `azure: true` and `api_version`; targets then name deployments.
+    `responses: true` (kind openai) says the upstream also serves the Responses API at
+    `POST {base_url}/responses`: Responses requests then reach it in their own shape instead
+    of as chat completions.
     """
 
     name: str
@@ -43,6 +46,7 @@ class ProviderConfig(Strict):
     timeout_s: float = 600.0
     connect_timeout_s: float = 5.0
     embeddings: bool | None = None
+    responses: bool = False
 
 
 Capability = Literal["tools", "vision", "json"]
@@ -140,6 +144,9 @@ class RoutingConfig(Strict):
     timeout_ms: int = 600_000
     # Hedges may be at most this share of hedged routes' requests (a cost ceiling).
     hedge_ratio: float = 0.1
+    # How batch lines and async tasks pick among a route's targets: work that can wait goes
+    # to the cheapest capacity first (`cost`), or follows the route's own policy (`route`).
+    deferred_policy: Literal["cost", "route"] = "cost"
 
 
 _PRICE_FIELDS = (
@@ -365,6 +372,61 @@ class BatchConfig(Strict):
         _non_negative("yield_lag_ms", self.yield_lag_ms)
 
 
+_MAX_DEADLINE_S = 30 * 86400
+
+
+class AsyncConfig(Strict):
+    """Async tasks (`/v1/async/...`): one request run in the background, like a batch line.
+
+    A task's deadline is its `x-tokenway-deadline-s` header (whole seconds, at most
+    `max_deadline_s`), else `default_deadline_s`. A task that asks for a webhook
+    (`x-tokenway-webhook`) is POSTed to it when it ends, signed with `webhook_secret`
+    (HMAC-SHA256; without a secret, webhooks are refused), and retried up to
+    `webhook_attempts` times, `webhook_backoff_s` after the first failure and doubling. Ended
+    tasks are kept `retention_days`.
+    """
+
+    webhook_secret: str | None = None
+    default_deadline_s: int = 3600
+    max_deadline_s: int = 86400
+    webhook_attempts: int = 6
+    webhook_backoff_s: float = 10.0
+    webhook_timeout_s: float = 10.0
+    retention_days: float = 7.0
+
+    def __post_init__(self) -> None:
+        if self.webhook_secret == "":
+            # `${VAR:-}` left unset: no webhooks, as if the key were absent
+            self.webhook_secret = None
+        if self.webhook_secret is not None and len(self.webhook_secret) < 16:
+            raise ValueError("webhook_secret: must be at least 16 characters")
+        if not 1 <= self.max_deadline_s <= _MAX_DEADLINE_S:
+            raise ValueError(f"max_deadline_s: must be from 1 to {_MAX_DEADLINE_S} (30 days)")
+        if not 1 <= self.default_deadline_s <= self.max_deadline_s:
+            raise ValueError(
+                f"default_deadline_s: must be from 1 to max_deadline_s ({self.max_deadline_s})"
+            )
+        if not 1 <= self.webhook_attempts <= 20:
+            raise ValueError("webhook_attempts: must be from 1 to 20")
+        for name in ("webhook_backoff_s", "webhook_timeout_s", "retention_days"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name}: must be a positive number")
+
+    def _shown(self) -> dict[str, Any]:
+        # The secret must not reach a log line or a traceback by way of the config.
+        shown = {f: getattr(self, f) for f in self.__struct_fields__}
+        if shown["webhook_secret"] is not None:
+            shown["webhook_secret"] = "<redacted>"
+        return shown
+
+    def __repr__(self) -> str:
+        return "AsyncConfig(" + ", ".join(f"{k}={v!r}" for k, v in self._shown().items()) + ")"
+
+    def __rich_repr__(self) -> list[tuple[str, Any]]:
+        return list(self._shown().items())
+
+
 class Fault(Strict):
     """An injected failure in a simulated provider.
 
@@ -431,3 +493,4 @@ class RawConfig(Strict):
     plans: list[PlanConfig] = msgspec.field(default_factory=list)
     sim: list[SimProviderConfig] = msgspec.field(default_factory=list)
     batch: BatchConfig = msgspec.field(default_factory=BatchConfig)
+    async_: AsyncConfig = msgspec.field(default_factory=AsyncConfig, name="async")

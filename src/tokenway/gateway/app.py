@@ -7,6 +7,7 @@
     *    /v1/responses[/{id}[/...]]  OpenAI Responses API (gateway/responses.py)
     *    /v1/files[/{id}[/content]]  OpenAI Files API, for batches (gateway/files.py)
     *    /v1/batches[/{id}[/cancel]] OpenAI Batch API (gateway/batches.py, batch/)
+    *    /v1/async/...               async tasks (gateway/tasks.py, batch/tasks.py)
     GET  /v1/models                  Anthropic shape with `anthropic-version`, else OpenAI's
     GET  /healthz /readyz /metrics   liveness, readiness, Prometheus text
 
@@ -25,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from tokenway.auth.access import check_model
 from tokenway.auth.keys import secret_from_headers
 from tokenway.batch.service import BatchService
 from tokenway.domain.types import ChatRequest, Message, Principal, TextBlock
@@ -40,7 +42,7 @@ from tokenway.errors import (
     Unsupported,
 )
 from tokenway.execution.retry import Deadline
-from tokenway.gateway import admin_keys, batches, chat, embeddings, files, responses
+from tokenway.gateway import admin_keys, batches, chat, embeddings, files, responses, tasks
 from tokenway.gateway.apis import ANTHROPIC_MESSAGES, OPENAI_CHAT, ClientApi
 from tokenway.gateway.asgi import (
     ClientGone,
@@ -192,6 +194,10 @@ class Gateway:
                 return await batches.handle(
                     self.jobs, self._authenticate(scope), scope, receive, send, self.max_body
                 )
+            if path.startswith(tasks.PREFIX):
+                return await tasks.handle(
+                    self.jobs.tasks, self._authenticate(scope), scope, receive, send, self.max_body
+                )
             if method == "POST":
                 if path == "/v1/chat/completions":
                     return await self._chat(OPENAI_CHAT, scope, receive, send)
@@ -258,21 +264,9 @@ class Gateway:
     def _route(self, principal: Principal, model: Any, kind: str, task: str | None) -> Route:
         """The route for `model` and the request's task class (the model's default route when
         it lists no tier for that task)."""
-        self._check_model(principal, model, kind)
+        check_model(self.rt.config.models, principal, model, kind)
         routes = self.rt.routes[model]
         return routes.get(task) or routes[None]
-
-    def _check_model(self, principal: Principal, model: Any, kind: str) -> None:
-        if not isinstance(model, str) or not model:
-            raise BadRequest("'model' is required and must be a non-empty string.", param="model")
-        cfg = self.rt.config.models.get(model)
-        if cfg is None or cfg.kind != kind:
-            raise NotFound(
-                f"The model '{model}' does not exist or you do not have access to it.",
-                code="model_not_found",
-            )
-        if principal.models is not None and model not in principal.models:
-            raise PermissionDenied(f"This key may not use the model '{model}'.", param="model")
 
     def _regions(self, scope: Scope, principal: Principal) -> frozenset[str] | None:
         """Regions the request may go to: the key's, narrowed by `x-tokenway-regions`."""
@@ -301,13 +295,21 @@ class Gateway:
         return Deadline(ms / 1000.0)
 
     async def _chat(
-        self, api: ClientApi, scope: Scope, receive: Receive, send: Send, body: bytes | None = None
+        self,
+        api: ClientApi,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes | None = None,
+        raw: dict[str, Any] | None = None,
     ) -> None:
-        """A chat request of any client API; `body` when the caller has already read it."""
+        """A chat request of any client API; `body` when the caller has already read it, and
+        `raw` when it has parsed it too (the body an upstream of the client's protocol gets)."""
         principal = self._authenticate(scope)
         if body is None:
             body = await read_body(scope, receive, self.max_body)
-        raw = parse_json(body)
+        if raw is None:
+            raw = parse_json(body)
         tags = parse_tags(header(scope, b"x-tokenway-tags"), raw.get("metadata"))
         task = task_of(header(scope, b"x-tokenway-task"), tags)
         route = self._route(principal, raw.get("model"), "chat", task)
@@ -317,7 +319,7 @@ class Gateway:
         except Unsupported as exc:
             # What the canonical types cannot hold (documents, server tools, audio parts) can
             # still pass through to upstreams of the client's own protocol.
-            same = [t for t in targets if t.upstream.kind == api.protocol]
+            same = [t for t in targets if api.protocol in t.upstream.native]
             opaque = passthrough_request(api, raw)
             if not same or opaque is None:
                 raise
@@ -329,7 +331,12 @@ class Gateway:
         # needs it up front (an upstream that reports no usage is estimated after the fact).
         budgeted = self.rt.state.covers(who)
         windowed = route.context_window is not None or any(t.context_window for t in targets)
-        need_est = principal.tpm is not None or budgeted or windowed or route.policy == "cost"
+        internal = scope.get(INTERNAL)
+        mode = internal.mode if internal is not None else "realtime"
+        policy = route.policy
+        if mode != "realtime" and self.rt.config.raw.routing.deferred_policy == "cost":
+            policy = "cost"  # batch and async work: the cheapest capacity first
+        need_est = principal.tpm is not None or budgeted or windowed or policy == "cost"
         est = await self._estimate(req, len(body)) if need_est else 0
         out = req.max_tokens or 0
         targets = eligible(
@@ -337,9 +344,9 @@ class Gateway:
         )
         targets = order(
             targets,
-            route.policy,
+            policy,
             self.rt.routing.stats,
-            lambda t, hit: self.rt.expected_cost(t, hit, est, out or 256),
+            lambda t, hit: self.rt.expected_cost(t, hit, est, out or 256, mode),
             out or 256,
         )
         deadline = self._deadline(scope, route)
@@ -403,7 +410,7 @@ class Gateway:
         principal = self._authenticate(scope)
         body = await read_body(scope, receive, self.max_body)
         raw = parse_json(body)
-        self._check_model(principal, raw.get("model"), "chat")
+        check_model(self.rt.config.models, principal, raw.get("model"), "chat")
         if "max_tokens" not in raw:
             raw = {**raw, "max_tokens": 1}
         req = ANTHROPIC_MESSAGES.parse_request(raw)
