@@ -5,6 +5,7 @@ tokenway sim [--config FILE]
 tokenway usage export [--config FILE] --format jsonl|csv [--since T]
 tokenway keys create NAME|list|rotate NAME|revoke NAME [--config FILE]
 tokenway config check FILE | tokenway config demo
+tokenway batch submit FILE [--model M] [--wait] | status ID | results ID | cancel ID
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import msgspec
 
     from tokenway.accounting.export import parse_since
-    from tokenway.accounting.ledger import read_requests
+    from tokenway.accounting.ledger import read_attempts, read_requests
     from tokenway.reports.spend import render_table, spend_report
 
     config = _load(args.config)
@@ -201,15 +202,34 @@ def cmd_report(args: argparse.Namespace) -> int:
             from tokenway.reports.cache_margin import margin_curves
             from tokenway.reports.context import context_use
             from tokenway.reports.html import render_html
+            from tokenway.reports.savings import savings_report
 
             kept = [r for r in rows if until is None or float(r["ts"]) < until.timestamp()]
             groups, total = spend_report(kept, "model")
-            curves = margin_curves(kept, PriceBook(config.raw.prices, fx=config.raw.fx))
+            prices = PriceBook(config.raw.prices, fx=config.raw.fx)
+            curves = margin_curves(kept, prices)
             windows = {m.name: m.context_window for m in config.models.values()}
-            page = render_html(groups, total, curves, context_use(kept, windows))
+            saved = savings_report(kept, read_attempts(config.raw.storage.ledger), prices)
+            page = render_html(groups, total, curves, context_use(kept, windows), savings=saved)
             with open(args.html, "w", encoding="utf-8") as fh:
                 fh.write(page)
             print(f"wrote {args.html} ({total.requests} requests)")
+            return 0
+        if args.savings:
+            from tokenway.accounting.prices import PriceBook
+            from tokenway.reports.savings import render_savings, savings_report
+
+            saved = savings_report(
+                rows,
+                read_attempts(config.raw.storage.ledger),
+                PriceBook(config.raw.prices, fx=config.raw.fx),
+                by=args.by,
+                until=until,
+            )
+            if args.format == "json":
+                sys.stdout.write(msgspec.json.encode(saved.to_dict()).decode() + "\n")
+            else:
+                print(render_savings(saved))
             return 0
         if args.cache_margin:
             from tokenway.accounting.prices import PriceBook
@@ -305,6 +325,13 @@ def _duration_s(text: str) -> float:
         ) from None
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    """`tokenway batch ...`: the Batch API client, in `tokenway.batch.client`."""
+    from tokenway.batch.client import run
+
+    return run(args)
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     config = load_config(args.file)
     print(
@@ -364,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="per model, gross margin re-costed at 0-100%% prompt-cache hit rates",
     )
+    s.add_argument(
+        "--savings",
+        action="store_true",
+        help="per mode (realtime, batch, async), spend against the same attempts at realtime "
+        "prices and the saving; --by splits each mode further (--by mode: modes only)",
+    )
     s.add_argument("--html", metavar="OUT", help="write a self-contained HTML report with charts")
     s.set_defaults(fn=cmd_report)
 
@@ -388,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
         kr.add_argument("--config")
     k.set_defaults(fn=cmd_keys)
 
+    _add_batch(sub)
+
     c = sub.add_parser("config", help="config tools").add_subparsers(dest="verb", required=True)
     s = c.add_parser("check", help="validate a config file")
     s.add_argument("file")
@@ -395,6 +430,49 @@ def build_parser() -> argparse.ArgumentParser:
     s = c.add_parser("demo", help="print the embedded demo config")
     s.set_defaults(fn=cmd_config_demo)
     return p
+
+
+def _add_batch(sub: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", help="the gateway (default: $TOKENWAY_URL, else http://127.0.0.1:4141)"
+    )
+    common.add_argument(
+        "--key", help="API key (default: $TOKENWAY_API_KEY, else $OPENAI_API_KEY; prefer those)"
+    )
+    common.add_argument(
+        "--config", metavar="FILE", help="talk to the gateway at this config file's listen:"
+    )
+    b = sub.add_parser("batch", help="submit and follow Batch API jobs on a running gateway")
+    bv = b.add_subparsers(dest="verb", required=True)
+    s = bv.add_parser(
+        "submit",
+        parents=[common],
+        help="upload a JSONL file and start a batch; prints its id",
+        description="FILE is batch JSONL (custom_id, method, url, body per line) or one "
+        "request body per line, which is wrapped as requests line-N.",
+    )
+    s.add_argument("file", metavar="FILE", help="JSONL input; - reads stdin")
+    s.add_argument("--model", help="model for each request body that names none")
+    s.add_argument(
+        "--endpoint",
+        help="default: the url of a batch file's lines, else /v1/chat/completions",
+    )
+    s.add_argument("--window", default="24h", help="completion window (default: 24h)")
+    s.add_argument(
+        "--wait", action="store_true", help="show progress until it ends; exit 0 if completed"
+    )
+    s.add_argument("--poll-interval", type=float, default=2.0, help=argparse.SUPPRESS)
+    s = bv.add_parser("status", parents=[common], help="a batch's status, counts and times")
+    s.add_argument("id", metavar="ID")
+    s.add_argument("--format", choices=["text", "json"], default="text")
+    s = bv.add_parser("results", parents=[common], help="write a batch's output file's JSONL")
+    s.add_argument("id", metavar="ID")
+    s.add_argument("--errors", action="store_true", help="the error file instead")
+    s.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    s = bv.add_parser("cancel", parents=[common], help="cancel a batch")
+    s.add_argument("id", metavar="ID")
+    b.set_defaults(fn=cmd_batch)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,8 @@
 """A self-contained HTML report: tables and inline SVG charts, no script, no network.
 
 Charts: spend and revenue by model (bars), gross margin against the prompt-cache hit rate per
-model (lines, today's point marked), and p99 context-window use per model (bars).
+model (lines, today's point marked), and p99 context-window use per model (bars). A table says
+what batch and async work saved against realtime prices, per mode.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from html import escape
 
 from tokenway.reports.cache_margin import MarginCurve
 from tokenway.reports.context import ContextUse
+from tokenway.reports.savings import SavingsReport, headline
 from tokenway.reports.spend import Group
 
 _W, _H, _PAD = 640, 260, 48
@@ -103,10 +105,35 @@ def _money(v: Decimal) -> str:
     return f"{v:.9f}"
 
 
+def _savings(report: SavingsReport | None) -> str:
+    if report is None:
+        return ""
+    rows = "".join(
+        f"<tr><td>{escape(g.name)}</td><td>{g.requests}</td><td>{g.attempts}</td>"
+        f"<td>{_money(g.cost_usd)}</td><td>{_money(g.realtime_cost_usd)}</td>"
+        f"<td>{_money(g.saving_usd)}</td>"
+        f"<td>{'-' if g.saving_pct is None else f'{g.saving_pct:.1f}%'}</td></tr>"
+        for g in [*report.modes, report.total]
+    )
+    return (
+        "<h2>Batch and async savings against realtime prices</h2>\n"
+        f"<p>{escape(headline(report))}.</p>\n"
+        '<table class="savings"><tr><th>mode</th><th>requests</th><th>attempts</th>'
+        "<th>cost USD</th><th>at realtime USD</th><th>saving USD</th><th>saving</th></tr>"
+        f"{rows}</table>\n"
+    )
+
+
 def render_html(
-    groups: list[Group], total: Group, curves: list[MarginCurve], uses: list[ContextUse]
+    groups: list[Group],
+    total: Group,
+    curves: list[MarginCurve],
+    uses: list[ContextUse],
+    *,
+    savings: SavingsReport | None = None,
 ) -> str:
-    """The whole report as one HTML document."""
+    """The whole report as one HTML document (with the savings table when `savings` is
+    given)."""
     rows = "".join(
         f"<tr><td>{escape(g.name)}</td><td>{g.requests}</td><td>{g.input_tokens}</td>"
         f"<td>{g.cache_read_tokens}</td><td>{g.output_tokens}</td><td>{_money(g.cost_usd)}</td>"
@@ -138,7 +165,7 @@ td:first-child,th:first-child{{text-align:left}}.chart{{border:1px solid #eee;ma
 <table><tr><th>model</th><th>requests</th><th>input</th><th>cached</th><th>output</th>
 <th>cost USD</th><th>revenue USD</th><th>margin USD</th></tr>{rows}</table>
 {spend}
-<h2>Gross margin against the prompt-cache hit rate</h2>
+{_savings(savings)}<h2>Gross margin against the prompt-cache hit rate</h2>
 <p>Each model's traffic re-costed at 0-100% hit rate; the dot is today.</p>
 {_curves(curves)}
 <h2>Context-window use</h2>
