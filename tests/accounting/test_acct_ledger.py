@@ -155,6 +155,24 @@ async def test_row_round_trips_exactly(ledger_url: str) -> None:
     assert (second["provider"], second["cost_usd"]) == ("openai", Decimal("7E-9"))
 
 
+async def test_nul_in_client_text_never_costs_the_row(ledger_url: str) -> None:
+    # PostgreSQL text and jsonb cannot hold U+0000: such a row used to be dropped, unbilled
+    url = ledger_url
+    ledger = open_ledger(url)
+    await ledger.start()
+    row = make_row(3, attempts=2)
+    row.end_user, row.task, row.tags = "u\x00ser", "t\x00", {"k\x00": "v\x00"}
+    row.attempts[0].error = "upstream said \x00"
+    ledger.record(row)
+    await ledger.close()
+    assert ledger.lost == 0
+    (got,) = read_requests(url)
+    assert (got["end_user"], got["task"]) == ("u\ufffdser", "t\ufffd")
+    assert got["tags"] == {"k\ufffd": "v\ufffd"}
+    first, _ = read_attempts(url, "req-3")
+    assert first["error"] == "upstream said \ufffd"
+
+
 async def test_same_request_id_twice_is_one_row(ledger_url: str) -> None:
     url = ledger_url
     ledger = open_ledger(url)

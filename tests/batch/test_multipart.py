@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenway.errors import BadRequest
-from tokenway.gateway.multipart import boundary_of, parse
+from tokenway.gateway.multipart import MAX_HEADER_BYTES, boundary_of, parse
 
 # Names and filenames as clients send them: any text but control characters (which HTML5 form
 # encoding turns into %XX escapes a server cannot tell from literal text) and '%' itself.
@@ -76,3 +76,10 @@ def test_a_content_type_without_a_boundary_is_refused(content_type: str | None) 
 def test_malformed_bodies_are_bad_requests(body: bytes) -> None:
     with pytest.raises(BadRequest):
         parse(body, b"b")
+
+
+def test_part_headers_past_the_cap_are_refused() -> None:
+    # a name of the cap's length alone takes the headers over it
+    body, content_type = _encode({"n" * MAX_HEADER_BYTES: "x"}, [("file", "a.jsonl", b"x")])
+    with pytest.raises(BadRequest, match="headers exceed"):
+        parse(body, boundary_of(content_type))

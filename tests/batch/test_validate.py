@@ -29,7 +29,10 @@ def _line(custom_id: str, text: str = "hi", **body: Any) -> str:
     return json.dumps(doc)
 
 
-_ids = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=30, unique=True)
+# Any text but U+0000, which PostgreSQL text cannot hold (a custom_id is stored as text), and
+# lone surrogates, which JSON cannot carry.
+_id_chars = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
+_ids = st.lists(st.text(_id_chars, min_size=1, max_size=12), min_size=1, max_size=30, unique=True)
 
 
 @settings(max_examples=150, deadline=None)
@@ -100,3 +103,12 @@ def test_duplicates_empty_files_limits_and_unknown_models() -> None:
     assert [(e.code, e.param) for e in wrong.errors] == [("invalid_url", "url")]
     bad_utf8 = validate(b'{"custom_id": "\xff"}', URL, 10, _ok)
     assert [e.code for e in bad_utf8.errors] == ["invalid_json_line"]
+
+
+def test_a_custom_id_with_nul_is_refused() -> None:
+    # on PostgreSQL the batch could never have started: its lines could not be stored
+    content = "\n".join([_line("a"), _line("b\x00c")])
+    parsed = validate(content.encode(), URL, 10, _ok)
+    assert parsed.requests == []
+    assert [(e.line, e.code, e.param) for e in parsed.errors] == [(2, "invalid_value", "custom_id")]
+    assert "NUL" in parsed.errors[0].message

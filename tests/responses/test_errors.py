@@ -170,6 +170,29 @@ BAD: list[tuple[str, Any, int, str | None, str]] = [
         "Previous response with id 'resp_nope' not found.",
     ),
     ("unknown model", {**OK, "model": "no-such-model"}, 404, None, "does not exist"),
+    # each of these was a 500
+    ("item type a list", {**OK, "input": [{"type": ["message"]}]}, 400, "input[0].type", "unknown"),
+    ("item type an object", {**OK, "input": [{"type": {"a": 1}}]}, 400, "input[0].type", "unknown"),
+    (
+        "arguments nested too deeply",
+        {
+            **OK,
+            "input": [
+                {
+                    "type": "function_call",
+                    "call_id": "c",
+                    "name": "f",
+                    "arguments": "[" * 5000 + "]" * 5000,
+                }
+            ],
+        },
+        400,
+        "input[0].arguments",
+        "nested too deeply",
+    ),
+    # on PostgreSQL the ledger could not store these, and the request went unbilled
+    ("user with NUL", {**OK, "user": "a\x00b"}, 400, "user", "NUL"),
+    ("metadata with NUL", {**OK, "metadata": {"k": "v\x00"}}, 400, "metadata", "NUL"),
 ]
 
 

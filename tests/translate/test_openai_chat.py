@@ -198,6 +198,26 @@ def test_assistant_reasoning_content_and_refusal_parts() -> None:
             "messages[0].tool_calls[0].function.arguments",
             "JSON object",
         ),
+        (  # was a 500: RecursionError from the JSON decoder
+            {
+                "messages": [
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                "id": "c",
+                                "function": {
+                                    "name": "f",
+                                    "arguments": '{"a":' + "[" * 100_000 + "]" * 100_000 + "}",
+                                },
+                            }
+                        ],
+                    }
+                ]
+            },
+            "messages[0].tool_calls[0].function.arguments",
+            "nested too deeply",
+        ),
         (
             {"messages": [{"role": "tool", "content": "x"}]},
             "messages[0].tool_call_id",

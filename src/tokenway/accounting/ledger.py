@@ -381,6 +381,20 @@ def _money(value: Decimal) -> str:
     return format(value, "f")
 
 
+def _text(value: str | None) -> str | None:
+    # PostgreSQL text and jsonb cannot hold U+0000, and a row the database refuses would go
+    # unbilled: client-given text (end user, tags, upstream error messages) keeps its place
+    # with U+FFFD, on every backend alike.
+    return value.replace("\x00", "\ufffd") if value and "\x00" in value else value
+
+
+def _tags(tags: dict[str, str] | None) -> str | None:
+    if not tags:
+        return None
+    clean = {_text(k) or "": _text(v) or "" for k, v in tags.items()}
+    return _TAGS.encode(clean).decode()
+
+
 def _usage_params(usage: Usage) -> dict[str, Any]:
     return {
         "input_tokens": usage.input_tokens,
@@ -414,9 +428,9 @@ def _request_params(row: RequestRow) -> dict[str, Any]:
         "ttft_ms": row.ttft_ms,
         "latency_ms": float(row.latency_ms),
         "attempts": len(row.attempts),
-        "end_user": row.end_user,
-        "task": row.task,
-        "tags": _TAGS.encode(row.tags).decode() if row.tags else None,
+        "end_user": _text(row.end_user),
+        "task": _text(row.task),
+        "tags": _tags(row.tags),
     }
 
 
@@ -433,7 +447,7 @@ def _attempt_params(row: AttemptRow) -> dict[str, Any]:
         "cost_usd": _money(row.cost_usd),
         "latency_ms": float(row.latency_ms),
         "ttft_ms": row.ttft_ms,
-        "error": row.error,
+        "error": _text(row.error),
     }
 
 

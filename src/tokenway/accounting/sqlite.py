@@ -69,12 +69,31 @@ def parse_url(url: str) -> SqliteTarget:
     raise ValueError(f"ledger URL {url!r}: unsupported scheme {scheme!r}")
 
 
+def _wal(conn: sqlite3.Connection) -> None:
+    # Switching a new file to WAL needs an exclusive lock, and SQLite answers "locked" at once,
+    # without its busy handler, while another process opening the same file holds one.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 def connect_writer(target: SqliteTarget) -> sqlite3.Connection:
     """A connection for the writer thread, in autocommit mode (transactions are explicit)."""
     if target.path is not None:
         target.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(target.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn = sqlite3.connect(
+            target.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
+        _wal(conn)
         # NORMAL in WAL mode survives a process crash; only power loss may lose the last commits.
         conn.execute("PRAGMA synchronous=NORMAL")
     else:

@@ -20,7 +20,7 @@ from tokenway.batch.service import BatchService
 from tokenway.domain.types import Principal
 from tokenway.errors import BadRequest, NotFound
 from tokenway.gateway.asgi import Receive, Scope, Send, read_body, respond
-from tokenway.gateway.files import query
+from tokenway.gateway.files import no_nul, query
 
 __all__ = ["handle"]
 
@@ -38,6 +38,8 @@ async def handle(
     """Serve one request under `/v1/batches`."""
     method: str = scope["method"]
     parts = scope["path"].rstrip("/").split("/")[3:]  # after "", "v1", "batches"
+    if parts:  # the id every store lookup below takes
+        no_nul(parts[0], "batch_id")
     if not parts:
         if method == "POST":
             doc = _object(await read_body(scope, receive, max_body))
@@ -60,4 +62,7 @@ def _object(body: bytes) -> dict[str, Any]:
         raise BadRequest("Request body is not valid JSON; expected a JSON object.") from None
     if not isinstance(doc, dict):
         raise BadRequest("Request body must be a JSON object.")
+    file_id = doc.get("input_file_id")
+    if isinstance(file_id, str):
+        no_nul(file_id, "input_file_id")
     return doc

@@ -23,17 +23,25 @@ from tokenway.errors import BadRequest, NotFound
 from tokenway.gateway import multipart
 from tokenway.gateway.asgi import Receive, Scope, Send, header, read_body, respond
 
-__all__ = ["handle", "query"]
+__all__ = ["handle", "no_nul", "query"]
 
 _encode = msgspec.json.encode
 # Room for the multipart envelope around a file of the largest size allowed.
 _ENVELOPE = 1024 * 1024
 
 
+def no_nul(value: str, param: str) -> str:
+    """`value`, refused if it holds U+0000: PostgreSQL text cannot, so the store would fail the
+    request outright (a 500) where SQLite answers, and no id tokenway mints has one."""
+    if "\x00" in value:
+        raise BadRequest(f"{param}: must not contain NUL (U+0000) characters.", param=param)
+    return value
+
+
 def query(scope: Scope) -> dict[str, str]:
     """The query string's parameters (the first value of each)."""
     raw = scope.get("query_string", b"").decode("latin-1")
-    return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+    return {k: no_nul(v[0], k) for k, v in parse_qs(raw, keep_blank_values=True).items()}
 
 
 async def handle(
@@ -42,6 +50,8 @@ async def handle(
     """Serve one request under `/v1/files`."""
     method: str = scope["method"]
     parts = scope["path"].rstrip("/").split("/")[3:]  # after "", "v1", "files"
+    if parts:  # the id every store lookup below takes
+        no_nul(parts[0], "file_id")
     if not parts:
         if method == "POST":
             return await _upload(svc, principal, scope, receive, send)
@@ -84,10 +94,13 @@ async def _upload(
     expires = None
     if "expires_after[anchor]" in fields or "expires_after[seconds]" in fields:
         expires = (fields.get("expires_after[seconds]"), fields.get("expires_after[anchor]"))
+    filename = file.filename if file is not None else None
+    if filename is not None and "\x00" in filename:
+        raise BadRequest("The file's name must not contain NUL (U+0000) characters.", param="file")
     doc = await svc.upload(
         principal,
         fields.get("purpose"),
-        file.filename if file is not None else None,
+        filename,
         file.data if file is not None else None,
         expires,
     )

@@ -88,10 +88,14 @@ def _clean(schema: Any, defs: JSON, depth: int) -> JSON:
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 out[key] = value
         elif key == "format":
-            if value in _FORMATS.get(str(out.get("type", "")).lower(), ()):
+            if isinstance(value, str) and value in _FORMATS.get(
+                str(out.get("type", "")).lower(), ()
+            ):
                 out[key] = value
         elif key == "required":
-            props = out.get("properties") or schema.get("properties") or {}
+            props = out.get("properties") or schema.get("properties")
+            if not isinstance(props, dict):
+                props = {}
             if isinstance(value, list):
                 req = [r for r in value if isinstance(r, str) and r in props]
                 if req:

@@ -140,6 +140,8 @@ def _tool_calls(calls: Any, path: str) -> list[Block]:
             parsed = _json_decode(args) if args.strip() else {}
         except msgspec.DecodeError:
             raise fail("is not valid JSON", f"{p}.function.arguments") from None
+        except RecursionError:  # the string is small enough, its nesting is not
+            raise fail("is nested too deeply", f"{p}.function.arguments") from None
         if not isinstance(parsed, dict):
             raise fail("must encode a JSON object", f"{p}.function.arguments")
         out.append(

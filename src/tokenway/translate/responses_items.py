@@ -165,6 +165,8 @@ def _arguments(item: JSON, path: str) -> str:
         parsed = _json_decode(args) if args.strip() else {}
     except msgspec.DecodeError:
         raise fail("is not valid JSON", f"{path}.arguments") from None
+    except RecursionError:  # the string is small enough, its nesting is not
+        raise fail("is nested too deeply", f"{path}.arguments") from None
     if not isinstance(parsed, dict):
         raise fail("must encode a JSON object", f"{path}.arguments")
     return args
@@ -243,7 +245,8 @@ def normalise_item(item: Any, path: str) -> JSON:
             "item references are not supported; send the item or use previous_response_id",
             f"{path}.type",
         )
-    if kind in _OUTPUT_ONLY_ITEMS:
+    # a `type` that is a list or an object cannot be looked up in a set
+    if isinstance(kind, str) and kind in _OUTPUT_ONLY_ITEMS:
         raise unsupported(f"{kind} items are not supported: only function tools are", path)
     raise fail(f"unknown item type {kind!r}", f"{path}.type")
 
@@ -295,7 +298,7 @@ def _tool_input(arguments: str) -> JSON:
         return {}
     try:
         parsed = _json_decode(arguments)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # stored output items are not checked
         return {"_raw_arguments": arguments}
     return parsed if isinstance(parsed, dict) else {"_raw_arguments": arguments}
 

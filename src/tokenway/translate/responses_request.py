@@ -77,6 +77,9 @@ _UNSUPPORTED_FIELDS = {
     "prompt": "stored prompt templates are not supported; send instructions and input",
 }
 _METADATA_KEYS, _METADATA_KEY_LEN, _METADATA_VALUE_LEN = 16, 64, 512
+# `user` and `metadata` become the ledger row's end user and tags, and PostgreSQL text cannot
+# hold U+0000: such a row would be dropped, leaving the request unbilled.
+_NUL = "\x00"
 
 
 class ResponsesRequest(msgspec.Struct, kw_only=True):
@@ -203,6 +206,8 @@ def _metadata(raw: Any) -> dict[str, str]:
                 f"values must be strings of at most {_METADATA_VALUE_LEN} characters",
                 f"metadata.{k}",
             )
+        if _NUL in k or _NUL in v:
+            raise fail("keys and values must not contain NUL (U+0000) characters", "metadata")
     return dict(raw)
 
 
@@ -262,6 +267,8 @@ def parse_request(body: JSON) -> ResponsesRequest:
     top_p = _ranged(body, "top_p", 1.0)
     metadata = _metadata(body.get("metadata"))
     user = get_str(body, "user", "user")
+    if user is not None and _NUL in user:
+        raise fail("must not contain NUL (U+0000) characters", "user")
     store = get_bool(body, "store", "store")
     previous = get_str(body, "previous_response_id", "previous_response_id")
     include = get_list(body, "include", "include") or []
