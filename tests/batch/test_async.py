@@ -56,6 +56,7 @@ def _doc(ledger: Path) -> dict[str, Any]:
         "webhook_backoff_s": 0.2,
         "webhook_attempts": 3,
         "webhook_timeout_s": 2,
+        "webhook_private": True,  # the test's receiver listens on loopback
     }
     return doc
 

@@ -28,6 +28,7 @@ import msgspec
 
 from tokenway.auth.access import check_model
 from tokenway.batch import ids
+from tokenway.batch.egress import private_literal
 from tokenway.batch.errors import Conflict
 from tokenway.batch.objects import task_object
 from tokenway.batch.runner import Runner
@@ -170,6 +171,11 @@ class TaskService:
             raise BadRequest(
                 f"{WEBHOOK_HEADER}: expected an http:// or https:// URL with a host, at most "
                 f"{_MAX_URL} characters.",
+                param=WEBHOOK_HEADER,
+            )
+        if not self.cfg.webhook_private and private_literal(urlsplit(url).hostname or ""):
+            raise BadRequest(
+                f"{WEBHOOK_HEADER}: webhooks go to public addresses only on this gateway.",
                 param=WEBHOOK_HEADER,
             )
         return url

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
+from tokenway.batch.egress import PublicResolver, private_literal
 from tokenway.batch.objects import task_object
 from tokenway.batch.store import JobStore
 from tokenway.config.schema import AsyncConfig
@@ -190,9 +191,14 @@ class Deliverer:
 
     async def _post(self, url: str, task_id: str, body: bytes) -> str | None:
         """POST one delivery; None when the receiver took it, else what went wrong."""
+        if not self.cfg.webhook_private and private_literal(urlsplit(url).hostname or ""):
+            return "not a public address"
         if self._session is None:
+            connector = None
+            if not self.cfg.webhook_private:  # names are checked by what they resolve to now
+                connector = aiohttp.TCPConnector(resolver=PublicResolver())
             self._session = aiohttp.ClientSession(
-                cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
             )
         headers = {
             "content-type": "application/json",

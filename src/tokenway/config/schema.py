@@ -392,6 +392,9 @@ class AsyncConfig(Strict):
     webhook_attempts: int = 6
     webhook_backoff_s: float = 10.0
     webhook_timeout_s: float = 10.0
+    # Webhooks to loopback, private, link-local and other non-public addresses are refused
+    # (a client's URL must not reach the operator's own network) unless this allows them.
+    webhook_private: bool = False
     retention_days: float = 7.0
 
     def __post_init__(self) -> None:
