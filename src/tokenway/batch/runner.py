@@ -352,7 +352,8 @@ class Runner:
         body = line.body.encode("utf-8")
         prompt = await self._estimate(batch.endpoint, body)
         target = self._primary(batch.model)
-        now = time.time()
+        # the runtime's clock, as every request's start is (a simulated day runs on its own)
+        now = self.rt.now()
         sent = await asyncio.to_thread(
             self.store.lines.mark_sent, batch.id, line.line, self.owner, now, prompt, target
         )
