@@ -85,3 +85,16 @@ async def test_budgets_are_all_or_none_across_key_team_and_end_user(state: State
     await state.settle_budget(holds, D("0.2"))
     with pytest.raises(BudgetExceeded, match="Team 't'"):  # 1.25 spent of 1.5
         await state.admit_budget(Payer("b", "t", "u3"), D("0.3"))
+
+
+async def test_a_request_dearer_than_the_whole_budget_says_to_lower_max_tokens(
+    state: State,
+) -> None:
+    a = Payer("a", "t")
+    with pytest.raises(BudgetExceeded, match="more than Key 'a'.s whole total budget") as e:
+        await state.admit_budget(a, D("5"))
+    assert "lower max_tokens" in e.value.message
+    holds = await state.admit_budget(a, D("0.9"))
+    await state.settle_budget(holds, D("0.9"))
+    with pytest.raises(BudgetExceeded, match="has reached its total budget"):
+        await state.admit_budget(a, D("0.2"))

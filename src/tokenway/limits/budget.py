@@ -47,6 +47,18 @@ class Limit(msgspec.Struct, frozen=True):
     hard: bool
 
 
+def refusal(label: str, limit: Limit, worst_case: Decimal) -> str:
+    """Why a hard budget refuses a request that would cost up to `worst_case`."""
+    if worst_case > limit.usd:
+        # no amount of waiting admits it: say what to change
+        return (
+            f"This request could cost up to ${worst_case:.6f} (its prompt and max_tokens at "
+            f"the dearest target), more than {label}'s whole {limit.period} budget of "
+            f"${limit.usd}; lower max_tokens."
+        )
+    return f"{label} has reached its {limit.period} budget of ${limit.usd}."
+
+
 class Payer(msgspec.Struct, frozen=True):
     """Who a request is charged to; the budget accounts that cover it derive from this."""
 
@@ -221,12 +233,11 @@ class BudgetBook:
             periods.append(self._roll(acc))
             if acc.spent + acc.reserved + worst_case <= acc.limit.usd:
                 continue
-            what = f"{acc.label} has reached its {acc.limit.period} budget of ${acc.limit.usd}."
             if acc.limit.hard:
-                raise BudgetExceeded(what)
+                raise BudgetExceeded(refusal(acc.label, acc.limit, worst_case))
             if not acc.warned and self._warn is not None:
                 acc.warned = True
-                self._warn(account, what)
+                self._warn(account, f"{acc.label} has passed its {acc.limit.period} budget.")
         holds = []
         for account, period in zip(accounts, periods, strict=True):
             self._acc[account].reserved += worst_case

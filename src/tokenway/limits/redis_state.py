@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from tokenway.domain.types import Principal
 from tokenway.errors import BudgetExceeded, RateLimited
-from tokenway.limits.budget import BudgetBook, Payer, period_start, row_moment
+from tokenway.limits.budget import BudgetBook, Payer, period_start, refusal, row_moment
 from tokenway.limits.memory import Headroom, MemoryLimiter
 from tokenway.limits.state import MemoryState
 from tokenway.telemetry.log import log
@@ -357,9 +357,7 @@ class RedisState:
             else:
                 if not out[0]:
                     _account, label, limit = plan[int(out[1]) - 1]
-                    raise BudgetExceeded(
-                        f"{label} has reached its {limit.period} budget of ${limit.usd}."
-                    )
+                    raise BudgetExceeded(refusal(label, limit, worst_case))
                 for i in out[1:]:
                     account, label, limit = plan[int(i) - 1]
                     if self._warn is not None:
