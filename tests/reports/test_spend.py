@@ -203,3 +203,40 @@ def test_margin_rises_with_the_cache_hit_rate() -> None:
     # today's point lies on the curve: 25% hit rate re-costs to the recorded cost
     assert c.points[0].margin_usd < c.revenue_usd - c.actual_cost_usd < c.points[-1].margin_usd
     assert "hit  50%" in render_curves([c])
+
+
+def test_batch_rows_are_curved_at_batch_prices() -> None:
+    from tokenway.accounting.prices import PriceBook
+    from tokenway.config.schema import PriceConfig
+    from tokenway.reports.cache_margin import margin_curves
+
+    prices = PriceBook(
+        [
+            PriceConfig(
+                provider="p",
+                model="m",
+                input=1.0,
+                cache_read=0.1,
+                output=2.0,
+                multipliers={"batch": 0.5},
+            )
+        ]
+    )
+    row = {
+        "ts": 1_764_000_000.0,
+        "status": 200,
+        "model": "chat",
+        "mode": "batch",
+        "provider": "p",
+        "provider_model": "m",
+        "input_tokens": 1_000_000,
+        "cache_read_tokens": 0,
+        "cache_write_tokens": 0,
+        "output_tokens": 100_000,
+        "reasoning_tokens": 0,
+        "cost_usd": Decimal("0.6"),  # (1.0 + 0.2) at half price
+        "revenue_usd": Decimal("1.5"),
+    }
+    (c,) = margin_curves([row], prices)
+    # today's point (0% hit) lies on the curve
+    assert c.points[0].cost_usd == c.actual_cost_usd == Decimal("0.6")

@@ -63,7 +63,13 @@ def margin_curves(rows: Iterable[dict[str, Any]], prices: PriceBook) -> list[Mar
                     service_tier=r.get("service_tier"),
                 )
                 at = datetime.fromtimestamp(float(r["ts"]), UTC)
-                cost += prices.cost(str(r["provider"]), str(r["provider_model"]), usage, at)
+                cost += prices.cost(
+                    str(r["provider"]),
+                    str(r["provider_model"]),
+                    usage,
+                    at,
+                    mode=str(r.get("mode") or "realtime"),  # batch rows at batch prices
+                )
             points.append(CurvePoint(hit_rate=h, cost_usd=cost, margin_usd=revenue - cost))
         curves.append(
             MarginCurve(
