@@ -187,6 +187,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     until = parse_since(args.until) if args.until else None
     try:
         rows = read_requests(config.raw.storage.ledger, since)
+        if until is not None:  # every report covers [since, until)
+            cutoff = until.timestamp()
+            rows = (r for r in rows if float(r["ts"]) < cutoff)
         if args.context:
             from tokenway.reports.context import context_use, render_context
 
@@ -204,7 +207,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             from tokenway.reports.html import render_html
             from tokenway.reports.savings import savings_report
 
-            kept = [r for r in rows if until is None or float(r["ts"]) < until.timestamp()]
+            kept = list(rows)
             groups, total = spend_report(kept, "model")
             prices = PriceBook(config.raw.prices, fx=config.raw.fx)
             curves = margin_curves(kept, prices)

@@ -4,6 +4,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -149,6 +150,35 @@ def test_cli_report_json(tmp_path: Path) -> None:
     doc = json.loads(out.stdout)
     assert doc["total"]["cost_usd"] == "0.003000000"
     assert doc["groups"][0]["name"] == "m-a" and doc["groups"][0]["margin_usd"] == "0.001500000"
+
+
+@pytest.mark.parametrize("flag", ["--context", "--cache-margin", "--savings"])
+def test_every_report_stops_at_until(tmp_path: Path, flag: str) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    # rows at T0+1 .. T0+4; --until T0+3 keeps the first two
+    asyncio.run(write(url, [row(i, "app", "m-a", "0.001", "0.0015") for i in range(1, 5)]))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"storage: {{ledger: '{url}'}}\n")
+    until = datetime.fromtimestamp(1_764_000_003, UTC).isoformat()
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "tokenway", "report", "--config", str(cfg)),
+            *(flag, "--until", until, "--format", "json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    if flag == "--context":
+        (use,) = doc
+        assert use["requests"] == 2
+    elif flag == "--cache-margin":
+        (curve,) = doc
+        assert curve["requests"] == 2
+    else:
+        assert doc["total"]["requests"] == 2
 
 
 def test_context_window_use_and_smaller_models_that_fit() -> None:
