@@ -91,7 +91,7 @@ async def test_a_request_dearer_than_the_whole_budget_says_to_lower_max_tokens(
     state: State,
 ) -> None:
     a = Payer("a", "t")
-    with pytest.raises(BudgetExceeded, match="more than Key 'a'.s whole total budget") as e:
+    with pytest.raises(BudgetExceeded, match=r"more than Key 'a'.s whole total budget") as e:
         await state.admit_budget(a, D("5"))
     assert "lower max_tokens" in e.value.message
     holds = await state.admit_budget(a, D("0.9"))
