@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import httpx2 as httpx
 import openai
@@ -115,6 +117,24 @@ def test_body_too_large(stack: Stack) -> None:
     )
     assert r.status_code == 413
     assert "limit" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_bodies_past_a_mib_are_parsed_and_checked_alike(stack: Stack, api: str) -> None:
+    # >= 1 MiB bodies are parsed on a worker thread (gateway/app.py BIG_BODY): the same
+    # answers, the same errors naming the field
+    turns = [{"role": "user", "content": "x" * 100}, {"role": "assistant", "content": "ok"}]
+    messages = turns * 7000 + [{"role": "user", "content": "hello"}]
+    path = "/v1/chat/completions" if api == "openai" else "/v1/messages"
+    body = {"model": "m-openai", "messages": messages, "max_tokens": 8}
+    assert len(json.dumps(body)) > 1 << 20
+    headers = {"authorization": f"Bearer {KEY}", "anthropic-version": "2023-06-01"}
+    ok = httpx.post(stack.url + path, headers=headers, json=body, timeout=60)
+    assert ok.status_code == 200, ok.text[:300]
+    bad = {**body, "messages": [*messages[:-1], {"role": "user", "content": 5}]}
+    r = httpx.post(stack.url + path, headers=headers, json=bad, timeout=60)
+    assert r.status_code == 400, r.text[:300]
+    assert "messages[14000].content" in r.text
 
 
 def test_unknown_path(stack: Stack) -> None:

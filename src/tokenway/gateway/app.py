@@ -128,6 +128,11 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ids):010x}"
 
 
+BIG_BODY = 1 << 20
+"""Bodies of this many bytes or more are parsed on a worker thread: validating a few MiB of
+messages takes long enough to stall every other request on the event loop."""
+
+
 def parse_json(body: bytes) -> dict[str, Any]:
     """The body as a JSON object, or a `BadRequest` that says what is wrong with it."""
     if not body:
@@ -308,14 +313,15 @@ class Gateway:
         principal = self._authenticate(scope)
         if body is None:
             body = await read_body(scope, receive, self.max_body)
+        big = len(body) >= BIG_BODY
         if raw is None:
-            raw = parse_json(body)
+            raw = await asyncio.to_thread(parse_json, body) if big else parse_json(body)
         tags = parse_tags(header(scope, b"x-tokenway-tags"), raw.get("metadata"))
         task = task_of(header(scope, b"x-tokenway-task"), tags)
         route = self._route(principal, raw.get("model"), "chat", task)
         targets = route.targets
         try:
-            req = api.parse_request(raw)
+            req = await asyncio.to_thread(api.parse_request, raw) if big else api.parse_request(raw)
         except Unsupported as exc:
             # What the canonical types cannot hold (documents, server tools, audio parts) can
             # still pass through to upstreams of the client's own protocol.

@@ -192,10 +192,13 @@ async def create(gw: Gateway, scope: Scope, receive: Receive, send: Send) -> Non
     targets and translates it for the others."""
     principal = gw._authenticate(scope)
     body = await read_body(scope, receive, gw.max_body)
-    from tokenway.gateway.app import parse_json  # the app imports this module first
+    from tokenway.gateway.app import BIG_BODY, parse_json  # the app imports this module first
 
-    raw = parse_json(body)
-    parsed = rr.parse_request(raw)
+    def parse_body() -> tuple[JSON, rr.ResponsesRequest]:
+        raw = parse_json(body)
+        return raw, rr.parse_request(raw)
+
+    raw, parsed = await asyncio.to_thread(parse_body) if len(body) >= BIG_BODY else parse_body()
     history: list[JSON] = []
     previous = parsed.previous_response_id
     if previous is not None:
