@@ -212,7 +212,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             prices = PriceBook(config.raw.prices, fx=config.raw.fx)
             curves = margin_curves(kept, prices)
             windows = {m.name: m.context_window for m in config.models.values()}
-            saved = savings_report(kept, read_attempts(config.raw.storage.ledger), prices)
+            saved = savings_report(
+                kept, read_attempts(config.raw.storage.ledger, since=since), prices
+            )
             page = render_html(groups, total, curves, context_use(kept, windows), savings=saved)
             with open(args.html, "w", encoding="utf-8") as fh:
                 fh.write(page)
@@ -224,7 +226,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
             saved = savings_report(
                 rows,
-                read_attempts(config.raw.storage.ledger),
+                read_attempts(config.raw.storage.ledger, since=since),
                 PriceBook(config.raw.prices, fx=config.raw.fx),
                 by=args.by,
                 until=until,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -171,6 +172,22 @@ async def test_nul_in_client_text_never_costs_the_row(ledger_url: str) -> None:
     assert got["tags"] == {"k\ufffd": "v\ufffd"}
     first, _ = read_attempts(url, "req-3")
     assert first["error"] == "upstream said \ufffd"
+
+
+async def test_attempts_since_a_moment(ledger_url: str) -> None:
+    url = ledger_url
+    ledger = open_ledger(url)
+    await ledger.start()
+    t0 = 1_790_000_000.0
+    for i in range(4):  # two attempts each, at t0 + 10i and t0 + 10i + 1
+        ledger.record(make_row(i, ts=t0 + 10 * i, attempts=2))
+    await ledger.close()
+    since = datetime.fromtimestamp(t0 + 20, UTC)
+    got = [(a["request_id"], a["seq"]) for a in read_attempts(url, since=since)]
+    assert got == [("req-2", 0), ("req-2", 1), ("req-3", 0), ("req-3", 1)]
+    later = datetime.fromtimestamp(t0 + 11, UTC)
+    assert [a["seq"] for a in read_attempts(url, "req-1", since=later)] == [1]
+    assert len(list(read_attempts(url))) == 8
 
 
 async def test_same_request_id_twice_is_one_row(ledger_url: str) -> None:

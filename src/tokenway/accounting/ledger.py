@@ -539,12 +539,24 @@ def _sum_spend(url: str, since: datetime | None) -> Iterator[dict[str, Any]]:
         yield {"key": key, "team": team, "end_user": end_user, "ts": ts, "cost_usd": cost}
 
 
-def read_attempts(url: str, request_id: str | None = None) -> Iterator[dict[str, Any]]:
-    """Attempt rows (all, or those of one request), ordered by request then `seq`."""
+def read_attempts(
+    url: str, request_id: str | None = None, *, since: datetime | None = None
+) -> Iterator[dict[str, Any]]:
+    """Attempt rows (all, or those of one request; with `ts >= since` when given: an attempt
+    never starts before its request), ordered by request then `seq`."""
+    start = _epoch(since) if since is not None else None
     if is_postgres_url(url):
         from tokenway.accounting import postgres
 
-        return postgres.read_attempts(url, request_id)
-    where = " WHERE request_id = ?" if request_id is not None else ""
-    params: tuple[Any, ...] = (request_id,) if request_id is not None else ()
-    return _select(url, "attempts", ATTEMPT_COLUMNS, where + " ORDER BY request_id, seq", params)
+        return postgres.read_attempts(url, request_id, start)
+    clauses: list[str] = []
+    params: list[Any] = []
+    if request_id is not None:
+        clauses.append("request_id = ?")
+        params.append(request_id)
+    if start is not None:
+        clauses.append("ts >= ?")
+        params.append(start)
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    order = " ORDER BY request_id, seq"
+    return _select(url, "attempts", ATTEMPT_COLUMNS, where + order, tuple(params))

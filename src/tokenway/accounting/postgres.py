@@ -519,11 +519,21 @@ def read_requests(url: str, since: float | None = None) -> Iterator[dict[str, An
     return _read(url, "requests", " WHERE ts >= $1", (since,), "ts, request_id")
 
 
-def read_attempts(url: str, request_id: str | None = None) -> Iterator[dict[str, Any]]:
-    """Attempt rows (all, or one request's), by request then `seq`; see ledger.read_attempts."""
-    if request_id is None:
-        return _read(url, "attempts", "", (), "request_id, seq")
-    return _read(url, "attempts", " WHERE request_id = $1", (request_id,), "request_id, seq")
+def read_attempts(
+    url: str, request_id: str | None = None, since: float | None = None
+) -> Iterator[dict[str, Any]]:
+    """Attempt rows (all, or one request's; `ts >= since` epoch seconds when given), by request
+    then `seq`; see ledger.read_attempts."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if request_id is not None:
+        params.append(request_id)
+        clauses.append(f"request_id = ${len(params)}")
+    if since is not None:
+        params.append(since)
+        clauses.append(f"ts >= ${len(params)}")
+    where = " WHERE " + " AND ".join(clauses) if clauses else ""
+    return _read(url, "attempts", where, tuple(params), "request_id, seq")
 
 
 def read_spend(url: str, since: float | None = None) -> Iterator[dict[str, Any]]:
