@@ -219,7 +219,7 @@ class Runtime:
     ) -> Decimal | None:
         """What a request in `mode` is expected to cost at `t`, with `hit_rate` of its prompt
         cached."""
-        price = self.prices.price(t.upstream.name, t.model, mode=mode)
+        price = self.prices.price(t.upstream.name, t.model, mode=mode, batch_api=False)
         if price is None:
             return None
         p = price.for_prompt(prompt)

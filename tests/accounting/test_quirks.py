@@ -392,6 +392,27 @@ def test_batch_discount_from_catalog_and_config_multiplier_replacing_it() -> Non
     assert own.cost("openai", "gpt-5-mini", whole, DAY, mode="batch") == D("0.00216")
 
 
+def test_a_batch_line_tokenway_runs_itself_is_billed_at_the_normal_price() -> None:
+    # A line sent to the provider's normal endpoint is not a batch-API request: the provider
+    # bills its normal price, so the catalog's batch price must not apply ...
+    whole, stream = openai_pair(CACHED_USAGE)
+    catalog = PriceBook([])
+    for usage in (whole, stream):
+        assert catalog.cost("openai", "gpt-5-mini", usage, DAY, mode="batch", batch_api=False) == (
+            D("0.0036")
+        )
+    # ... while the operator's own price for such work (a config multiplier) still does
+    own = PriceBook(
+        [PriceConfig(provider="openai", model="gpt-5-mini", multipliers={"batch": 0.6})]
+    )
+    assert own.cost("openai", "gpt-5-mini", whole, DAY, mode="batch", batch_api=False) == (
+        D("0.00216")
+    )
+    # and a provider that reports it served the batch tier is billed as it says
+    served = msgspec.structs.replace(whole, service_tier="batch")
+    assert catalog.cost("openai", "gpt-5-mini", served, DAY, batch_api=False) == D("0.0018")
+
+
 def test_downgraded_service_tier_is_billed_as_served_catalog() -> None:
     # The client asked for priority; what the response reports is what is billed.
     catalog = PriceBook([])

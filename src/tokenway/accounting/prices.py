@@ -231,11 +231,18 @@ class PriceBook:
         service_tier: str | None = None,
         batch: bool = False,
         mode: str = "realtime",
+        batch_api: bool = True,
     ) -> Price | None:
         """The price in force at `at` (default now) for a request in `mode` (`realtime`,
         `batch`, `async`; `batch=True` is `mode="batch"`) served at `service_tier` (as the
-        provider reported it), or None when neither config nor catalog knows the model."""
+        provider reported it), or None when neither config nor catalog knows the model.
+
+        `batch_api=False` says a batch-mode request went to the provider's normal endpoint
+        (tokenway ran the line itself): the provider bills it at its normal price, so the
+        catalog's batch-API price does not apply; a config `multipliers` entry for the mode
+        (the operator's own price for such work) still does."""
         when = _aware(at) if at is not None else datetime.now(UTC)
+        reported_batch = (service_tier or "").lower() == "batch"
         mode_key, tier = _selectors("batch" if batch else mode, service_tier)
         override = self._override_at(provider, model, when)
         multipliers = override.multipliers if override else {}
@@ -245,7 +252,7 @@ class PriceBook:
             model,
             when,
             None if tier in multipliers else tier,
-            mode_key == "batch" and mode_key not in multipliers,
+            mode_key == "batch" and mode_key not in multipliers and (batch_api or reported_batch),
         )
         price = _merge(override, catalog)
         if price is None or override is None:
@@ -268,11 +275,19 @@ class PriceBook:
         *,
         batch: bool = False,
         mode: str = "realtime",
+        batch_api: bool = True,
     ) -> Decimal:
         """Exact USD cost of `usage` for a request started at `at` in `mode`, at the service
-        tier the usage reports; zero when the model has no known price."""
+        tier the usage reports (`batch_api` as for `price`); zero when the model has no known
+        price."""
         price = self.price(
-            provider, model, at, service_tier=usage.service_tier, batch=batch, mode=mode
+            provider,
+            model,
+            at,
+            service_tier=usage.service_tier,
+            batch=batch,
+            mode=mode,
+            batch_api=batch_api,
         )
         if price is None:
             return _ZERO

@@ -87,7 +87,7 @@ class RequestContext:
         self, provider: str, model: str, usage: Usage, started: float, ttft_s: float | None
     ) -> Decimal:
         """Record a served attempt; returns its cost."""
-        cost = self.rt.prices.cost(provider, model, usage, self.at, mode=self.mode)
+        cost = self.rt.prices.cost(provider, model, usage, self.at, mode=self.mode, batch_api=False)
         self._add(provider, model, 200, "OK", usage, cost, started, ttft_s, None)
         self.rt.routing.stats.get(f"{provider}/{model}").observe(
             ttft_s,
@@ -106,7 +106,7 @@ class RequestContext:
         """Record a failed attempt (billed if the provider reported usage)."""
         u = usage or Usage()
         cost = (
-            self.rt.prices.cost(provider, model, u, self.at, mode=self.mode)
+            self.rt.prices.cost(provider, model, u, self.at, mode=self.mode, batch_api=False)
             if usage is not None
             else ZERO
         )
@@ -131,7 +131,7 @@ class RequestContext:
         """Record an attempt given up while in flight (the loser of a hedge race). The provider
         bills what it processed: its reported usage if any arrived, else the prompt."""
         u = usage or Usage(input_tokens=prompt, source="estimated")
-        cost = self.rt.prices.cost(provider, model, u, self.at, mode=self.mode)
+        cost = self.rt.prices.cost(provider, model, u, self.at, mode=self.mode, batch_api=False)
         self._add(provider, model, 0, "HEDGE", u, cost, started, None, None)
         self.rt.metrics.attempts.labels(provider, "HEDGE").inc()
 
@@ -140,7 +140,7 @@ class RequestContext:
         LOST): the provider billed at least the prompt, estimated as `prompt` tokens; `at` is
         when it was sent (epoch seconds)."""
         u = Usage(input_tokens=prompt, source="estimated")
-        cost = self.rt.prices.cost(provider, model, u, self.at, mode=self.mode)
+        cost = self.rt.prices.cost(provider, model, u, self.at, mode=self.mode, batch_api=False)
         self.cost += cost
         self.attempts.append(
             AttemptRow(

@@ -68,7 +68,8 @@ def margin_curves(rows: Iterable[dict[str, Any]], prices: PriceBook) -> list[Mar
                     str(r["provider_model"]),
                     usage,
                     at,
-                    mode=str(r.get("mode") or "realtime"),  # batch rows at batch prices
+                    mode=str(r.get("mode") or "realtime"),  # as the gateway priced the row
+                    batch_api=False,
                 )
             points.append(CurvePoint(hit_rate=h, cost_usd=cost, margin_usd=revenue - cost))
         curves.append(
