@@ -41,6 +41,7 @@ def test_signatures() -> None:
         "at",
         "batch",
         "mode",
+        "batch_api",
     ]
     assert list(inspect.signature(export.export).parameters) == ["url", "fmt", "since", "out"]
     assert list(inspect.signature(ledger.read_requests).parameters) == ["url", "since"]
