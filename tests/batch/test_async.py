@@ -1,7 +1,8 @@
 """Async tasks against a real gateway and simulated providers, driven with the official `openai`
 SDK's raw calls: submit (202), poll to the end, the result and a `mode=async` ledger row priced
 with the async multiplier, key scoping, a signed webhook received by a server of the test's
-own, 4xx errors in OpenAI's shape, expiry at the deadline, and cancelling."""
+own, 4xx errors in OpenAI's shape, expiry at the deadline, cancelling, listing a key's tasks,
+and idempotent submission."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -25,6 +27,8 @@ from tests.e2e.stack import Stack
 from tokenway.accounting.ledger import read_attempts, read_requests
 from tokenway.batch.ids import task_request_id
 from tokenway.batch.store import JobStore
+from tokenway.batch.task_store import Held
+from tokenway.batch.tasks import _fingerprint
 from tokenway.batch.webhook import verify
 from tokenway.config.load import ConfigError, parse_config
 from tokenway.domain.types import Principal
@@ -35,6 +39,8 @@ from .test_durability import Deployment
 
 SECRET = "whsec-test-0123456789abcdef"
 TIGHT_KEY = "sk-batch-tight"
+# keys of their own for the tests that count a key's tasks, which other tests must not add to
+LISTER_KEY, IDEM_KEY, RACER_KEY = "sk-async-lister", "sk-async-idem", "sk-async-racer"
 MTOK = Decimal(1_000_000)
 # the config's gpt-4o-mini price (0.15 in, 0.60 out per 1M) with its async multiplier of 0.25
 ASYNC_IN, ASYNC_OUT = Decimal("0.0375"), Decimal("0.15")
@@ -51,6 +57,11 @@ def _doc(ledger: Path) -> dict[str, Any]:
         {"name": "m-tight", "targets": [{"provider": "openai", "model": "gpt-4o-mini"}]}
     )
     doc["keys"].append({"name": "tight", "key": TIGHT_KEY, "rpm": 1})
+    doc["keys"] += [
+        {"name": "lister", "key": LISTER_KEY},
+        {"name": "idem", "key": IDEM_KEY},
+        {"name": "racer", "key": RACER_KEY},
+    ]
     doc["async"] = {
         "webhook_secret": SECRET,
         "webhook_backoff_s": 0.2,
@@ -75,6 +86,27 @@ def tight(stack: Stack) -> Iterator[openai.OpenAI]:
     c.close()
 
 
+def sdk_client(stack: Stack, key: str) -> Iterator[openai.OpenAI]:
+    c = openai.OpenAI(base_url=stack.url + "/v1", api_key=key, max_retries=0)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def lister(stack: Stack) -> Iterator[openai.OpenAI]:
+    yield from sdk_client(stack, LISTER_KEY)
+
+
+@pytest.fixture(scope="module")
+def idem(stack: Stack) -> Iterator[openai.OpenAI]:
+    yield from sdk_client(stack, IDEM_KEY)
+
+
+@pytest.fixture(scope="module")
+def racer(stack: Stack) -> Iterator[openai.OpenAI]:
+    yield from sdk_client(stack, RACER_KEY)
+
+
 def submit(
     client: openai.OpenAI,
     body: dict[str, Any],
@@ -87,6 +119,23 @@ def submit(
 def get_task(client: openai.OpenAI, task_id: str) -> dict[str, Any]:
     task: dict[str, Any] = client.get(f"/async/tasks/{task_id}", cast_to=httpx.Response).json()
     return task
+
+
+def list_tasks(client: openai.OpenAI, **params: str | int) -> dict[str, Any]:
+    resp = client.get("/async/tasks", cast_to=httpx.Response, options={"params": params})
+    doc: dict[str, Any] = resp.json()
+    return doc
+
+
+def list_all(client: openai.OpenAI, **params: str | int) -> list[dict[str, Any]]:
+    """Every task the key may list, page by page."""
+    tasks: list[dict[str, Any]] = []
+    while True:
+        doc = list_tasks(client, limit=100, **params)
+        tasks += doc["data"]
+        if not doc["has_more"]:
+            return tasks
+        params["after"] = doc["last_id"]
 
 
 def wait_task(client: openai.OpenAI, task_id: str, timeout: float = 60.0) -> dict[str, Any]:
@@ -530,6 +579,221 @@ def test_tasks_are_not_batches(client: openai.OpenAI) -> None:
     wait_task(client, task_id)
 
 
+# ---- listing ------------------------------------------------------------------------------
+
+
+def test_a_keys_tasks_list_newest_first_in_pages_by_status(
+    lister: openai.OpenAI, client: openai.OpenAI, other: openai.OpenAI
+) -> None:
+    made = [submit(lister, CHAT).json()["id"] for _ in range(5)]
+    made.append(submit(lister, {**CHAT, "model": "m-dead"}).json()["id"])
+    ended = {t: wait_task(lister, t) for t in made}
+    newest_first = made[::-1]
+
+    everything = list_tasks(lister, limit=100)
+    assert everything["object"] == "list" and everything["has_more"] is False
+    assert [t["id"] for t in everything["data"]] == newest_first
+    assert (everything["first_id"], everything["last_id"]) == (newest_first[0], made[0])
+    # each is the task as GET /v1/async/tasks/{id} shows it
+    assert everything["data"] == [ended[t] for t in newest_first]
+    assert [t["id"] for t in list_tasks(lister)["data"]] == newest_first  # 20 by default
+
+    pages, after = [], None
+    while True:
+        doc = list_tasks(lister, limit=4, **({"after": after} if after else {}))
+        pages.append([t["id"] for t in doc["data"]])
+        assert (doc["first_id"], doc["last_id"]) == (pages[-1][0], pages[-1][-1])
+        if not doc["has_more"]:
+            break
+        after = doc["last_id"]
+    assert pages == [newest_first[:4], newest_first[4:]]
+
+    completed = list_tasks(lister, status="completed", limit=3)
+    assert [t["id"] for t in completed["data"]] == newest_first[1:4]
+    assert completed["has_more"] is True
+    rest = list_tasks(lister, status="completed", limit=3, after=completed["last_id"])
+    assert [t["id"] for t in rest["data"]] == newest_first[4:] and rest["has_more"] is False
+    assert {t["status"] for t in completed["data"] + rest["data"]} == {"completed"}
+    failed = list_tasks(lister, status="failed")
+    assert [t["id"] for t in failed["data"]] == [made[-1]]
+    assert failed["data"][0]["result"]["status_code"] == 503
+    # a cursor need not match the filter: it is where the client stopped reading
+    assert [t["id"] for t in list_tasks(lister, status="completed", after=made[-1])["data"]] == (
+        newest_first[1:]
+    )
+    for status in ("queued", "in_progress", "expired", "cancelled"):
+        assert list_tasks(lister, status=status) == {
+            "object": "list",
+            "data": [],
+            "first_id": None,
+            "last_id": None,
+            "has_more": False,
+        }
+
+    # only the key's own: others list none of them, nor page from one of their ids
+    for someone in (client, other):
+        assert not {t["id"] for t in list_all(someone)} & set(made)
+        with pytest.raises(openai.NotFoundError) as err:
+            list_tasks(someone, after=made[0])
+        assert err.value.body["param"] == "after"  # type: ignore[index]
+    assert {t["id"] for t in list_all(lister)} == set(made)
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "param"),
+    [
+        pytest.param("limit=0", 400, "limit", id="limit-0"),
+        pytest.param("limit=101", 400, "limit", id="limit-101"),
+        pytest.param("limit=ten", 400, "limit", id="limit-word"),
+        pytest.param("limit=", 400, "limit", id="limit-empty"),
+        pytest.param("status=done", 400, "status", id="status-unknown"),
+        pytest.param("status=COMPLETED", 400, "status", id="status-case"),
+        pytest.param("status=", 400, "status", id="status-empty"),
+        pytest.param("status=completed%00", 400, "status", id="status-nul"),
+        pytest.param("after=task_a%00b", 400, "after", id="after-nul"),
+        pytest.param("after=task_nope", 404, "after", id="after-unknown"),
+    ],
+)
+def test_bad_list_parameters_are_4xx_in_openais_shape(
+    stack: Stack, query: str, status: int, param: str
+) -> None:
+    resp = httpx.get(
+        f"{stack.url}/v1/async/tasks?{query}", headers={"authorization": f"Bearer {KEY}"}
+    )
+    assert resp.status_code == status, resp.text
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    assert err["type"] == ("invalid_request_error" if status == 400 else "not_found_error")
+    assert err["param"] == param
+
+
+# ---- idempotent submission -------------------------------------------------------------------
+
+
+def test_a_replayed_idempotency_key_gets_the_same_task(
+    stack: Stack, idem: openai.OpenAI, client: openai.OpenAI
+) -> None:
+    key = {"idempotency-key": "order-1234 retry/ok=~"}
+    first = submit(idem, CHAT, **key)
+    assert first.status_code == 202 and "idempotent-replayed" not in first.headers
+    task = first.json()
+    again = submit(idem, CHAT, **key)
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.headers["location"] == first.headers["location"]
+    assert again.json()["id"] == task["id"]
+    # the same request, spaced and ordered otherwise, is the same request
+    respaced = httpx.post(
+        f"{stack.url}/v1/async/chat/completions",
+        content=b'{ "messages" : [{"content": "tell me a story", "role": "user"}],\n'
+        b' "model": "m-chat" }',
+        headers={"authorization": f"Bearer {IDEM_KEY}", **key},
+    )
+    assert respaced.status_code == 200 and respaced.json()["id"] == task["id"]
+    # another API key's idempotency keys are its own
+    theirs = submit(client, CHAT, **key)
+    assert theirs.status_code == 202 and theirs.json()["id"] != task["id"]
+    # once the task has ended, a replay gets it as it ended, and no second run happens
+    done = wait_task(idem, task["id"])
+    replay = submit(idem, CHAT, **key)
+    assert replay.status_code == 200 and replay.json() == done
+    assert done["status"] == "completed"
+    assert ledger_row(stack, done["request_id"]) is not None
+    # a new key is a new task
+    fresh = submit(idem, CHAT, **{"idempotency-key": "order-1235"})
+    assert fresh.status_code == 202 and fresh.json()["id"] != task["id"]
+    wait_task(idem, fresh.json()["id"])
+    wait_task(client, theirs.json()["id"])
+
+
+def test_an_idempotency_key_reused_for_another_request_is_a_409(
+    stack: Stack, idem: openai.OpenAI
+) -> None:
+    key = {"idempotency-key": "reused"}
+    task = submit(idem, CHAT, **key).json()
+    other_body = {**CHAT, "messages": [{"role": "user", "content": "another story"}]}
+    for body in (other_body, {**CHAT, "temperature": 0.5}):
+        with pytest.raises(openai.ConflictError) as err:
+            submit(idem, body, **key)
+        assert err.value.param == "idempotency-key"
+        assert err.value.code == "idempotency_key_reused"
+        assert task["id"] in err.value.message and "different request" in err.value.message
+    raw = httpx.post(
+        f"{stack.url}/v1/async/chat/completions",
+        json=other_body,
+        headers={"authorization": f"Bearer {IDEM_KEY}", **key},
+    )
+    assert raw.status_code == 409
+    assert set(raw.json()["error"]) == {"message", "type", "param", "code"}
+    assert raw.json()["error"]["type"] == "invalid_request_error"
+    # the key still holds the first request's task
+    assert submit(idem, CHAT, **key).json()["id"] == task["id"]
+    wait_task(idem, task["id"])
+
+
+def test_a_request_differing_only_in_endpoint_has_another_fingerprint() -> None:
+    body = {"model": "m", "input": "x"}
+    same = _fingerprint("/v1/embeddings", {"input": "x", "model": "m"})
+    assert _fingerprint("/v1/embeddings", body) == same
+    assert _fingerprint("/v1/chat/completions", body) != same
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param(b"", id="empty"),
+        pytest.param(b"k" * 256, id="too-long"),
+        pytest.param("cl\u00e9".encode("latin-1"), id="not-ascii"),
+        pytest.param(b"a\tb", id="tab"),
+    ],
+)
+def test_a_bad_idempotency_key_is_a_400(stack: Stack, value: bytes) -> None:
+    resp = httpx.post(
+        f"{stack.url}/v1/async/chat/completions",
+        json=CHAT,
+        headers={"authorization": f"Bearer {IDEM_KEY}", "idempotency-key": value},
+    )
+    assert resp.status_code == 400, resp.text
+    err = resp.json()["error"]
+    assert err["param"] == "idempotency-key" and "printable ASCII" in err["message"]
+
+
+def test_a_255_character_idempotency_key_is_accepted(idem: openai.OpenAI) -> None:
+    resp = submit(idem, CHAT, **{"idempotency-key": "k" * 255})
+    assert resp.status_code == 202
+    wait_task(idem, resp.json()["id"])
+
+
+def test_concurrent_duplicate_submissions_make_one_task_and_one_ledger_row(
+    stack: Stack, racer: openai.OpenAI
+) -> None:
+    n = 8
+    start = threading.Barrier(n)
+    answers: list[httpx.Response] = []
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        start.wait()
+        try:
+            answers.append(submit(racer, CHAT, **{"idempotency-key": "race"}))
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert sorted(a.status_code for a in answers) == [200] * (n - 1) + [202]
+    (task_id,) = {a.json()["id"] for a in answers}
+    done = wait_task(racer, task_id)
+    assert done["status"] == "completed"
+    assert [t["id"] for t in list_all(racer)] == [task_id]
+    stack.flush()
+    rows = [r for r in read_requests(stack.config.raw.storage.ledger) if r["key"] == "racer"]
+    assert [r["request_id"] for r in rows] == [done["request_id"]]
+
+
 # ---- the store, on SQLite and PostgreSQL --------------------------------------------------
 
 NOW = 1_000_000.0
@@ -543,22 +807,37 @@ def store(ledger_url: str) -> Iterator[JobStore]:
     s.close()
 
 
-def _task(store: JobStore, task_id: str, webhook: str | None = None) -> None:
-    store.tasks.create(
-        {
-            "id": task_id,
-            "owner": "app",
-            "principal": msgspec.json.encode(Principal(name="app")).decode(),
-            "endpoint": "/v1/chat/completions",
-            "model": "m",
-            "completion_window": "60s",
-            "created_at": int(NOW),
-            "expires_at": int(NOW) + 60,
-            "headers": None,
-            "webhook": webhook,
-        },
-        '{"model":"m"}',
-    )
+def _task(
+    store: JobStore,
+    task_id: str,
+    webhook: str | None = None,
+    *,
+    owner: str = "app",
+    created_at: int = int(NOW),
+    idempotency: tuple[str, str] | None = None,
+) -> Held | None:
+    row: dict[str, Any] = {
+        "id": task_id,
+        "owner": owner,
+        "principal": msgspec.json.encode(Principal(name=owner)).decode(),
+        "endpoint": "/v1/chat/completions",
+        "model": "m",
+        "completion_window": "60s",
+        "created_at": created_at,
+        "expires_at": created_at + 60,
+        "headers": None,
+        "webhook": webhook,
+    }
+    if idempotency is not None:
+        row["idempotency_key"], row["fingerprint"] = idempotency
+    return store.tasks.create(row, '{"model":"m"}')
+
+
+def _cancel(store: JobStore, task_id: str, clock: int) -> None:
+    """Cancel a queued task and end it, as the API and the runner do."""
+    assert store.tasks.cancel(task_id, "app", clock)
+    assert store.claim_finalize(task_id, "cancelled", "f", clock, clock + 60, clock)
+    assert store.tasks.end(task_id, "cancelled", "f", clock)
 
 
 def test_cancel_takes_a_queued_line_and_never_a_running_one(store: JobStore) -> None:
@@ -625,6 +904,109 @@ def test_a_finished_task_ends_with_its_result_and_queues_its_webhook_once(
     assert store.tasks.reap(int(NOW)) == 0
     assert store.tasks.reap(int(NOW) + 3) == 1
     assert store.tasks.get("task_b", None) is None
+
+
+def test_a_keys_tasks_list_newest_first_by_status_and_never_anothers(store: JobStore) -> None:
+    t = int(NOW)
+    for n in range(1, 6):  # two pairs in the same second: the id decides
+        _task(store, f"task_{n}", created_at=t + n // 2)
+    _task(store, "task_9", owner="other", created_at=t + 9)
+    store.create_batch(
+        {
+            "id": "batch_x",
+            "owner": "app",
+            "principal": "{}",
+            "endpoint": "/v1/chat/completions",
+            "input_file_id": "file-x",
+            "completion_window": "24h",
+            "metadata": None,
+            "output_expires_s": None,
+            "created_at": t + 9,
+            "expires_at": t + 86400,
+        }
+    )
+    lines = store.lines
+    # task_1 runs, task_3 is cancelled, task_4 completes; task_2 and task_5 are queued
+    assert lines.claim("task_1", "r", 1, NOW, NOW + 60, t)
+    assert lines.mark_sent("task_1", 1, "r", NOW, 5, "p/m")
+    _cancel(store, "task_3", t + 1)
+    assert lines.claim("task_4", "r", 1, NOW, NOW + 60, t)
+    assert lines.finish("task_4", 1, "r", ok=True, status=200, response="{}", row=None, now=NOW)
+    assert store.claim_finalize("task_4", "completed", "f", NOW, NOW + 60, t + 2)
+    assert store.tasks.end("task_4", "completed", "f", t + 2)
+
+    def ids(status: str | None = None, after: str | None = None, limit: int = 10) -> list[str]:
+        found = store.tasks.list_tasks("app", limit=limit, after=after, status=status)
+        assert found is not None
+        return [r["id"] for r in found.rows]
+
+    assert ids() == ["task_5", "task_4", "task_3", "task_2", "task_1"]
+    first = store.tasks.list_tasks("app", limit=2, after=None, status=None)
+    assert first is not None and first.has_more
+    assert [r["id"] for r in first.rows] == ["task_5", "task_4"]
+    assert ids(after="task_4", limit=2) == ["task_3", "task_2"]
+    last = store.tasks.list_tasks("app", limit=2, after="task_2", status=None)
+    assert last is not None and not last.has_more and [r["id"] for r in last.rows] == ["task_1"]
+    # each row is what `get` reads
+    assert first.rows[1] == store.tasks.get("task_4", "app")
+
+    assert ids("queued") == ["task_5", "task_2"]
+    assert ids("in_progress") == ["task_1"]
+    assert ids("completed") == ["task_4"]
+    assert ids("cancelled") == ["task_3"]
+    assert ids("failed") == ids("expired") == ids("cancelling") == []
+    assert ids("queued", after="task_4") == ["task_2"]  # the cursor need not be queued
+
+    theirs = store.tasks.list_tasks("other", limit=9, after=None, status=None)
+    assert theirs is not None and [r["id"] for r in theirs.rows] == ["task_9"]
+    assert store.tasks.list_tasks("app", limit=9, after="task_9", status=None) is None
+    assert store.tasks.list_tasks("app", limit=9, after="batch_x", status=None) is None
+    assert store.tasks.list_tasks("other", limit=9, after="task_1", status="queued") is None
+    nobody = store.tasks.list_tasks("nobody", limit=9, after=None, status=None)
+    assert nobody is not None and nobody.rows == [] and not nobody.has_more
+
+
+def test_an_idempotency_key_holds_one_task_per_owner_until_it_is_reaped(
+    store: JobStore, ledger_url: str
+) -> None:
+    assert _task(store, "task_a", idempotency=("k", "fp1")) is None
+    assert _task(store, "task_b", idempotency=("k", "fp1")) == Held("task_a", "fp1")
+    assert _task(store, "task_c", idempotency=("k", "fp2")) == Held("task_a", "fp1")
+    assert store.tasks.get("task_b", None) is None and store.tasks.get("task_c", None) is None
+    assert _task(store, "task_d", owner="other", idempotency=("k", "fp1")) is None
+    assert _task(store, "task_e") is None and _task(store, "task_f") is None  # no key, no claim
+
+    # eight replicas submit one key at once: one makes the task, the others find it
+    n = 8
+    start = threading.Barrier(n)
+    got: dict[str, Held | None] = {}
+
+    def submit_as(replica: int) -> None:
+        mine = JobStore(open_database(ledger_url))
+        try:
+            mine.ensure()
+            start.wait()
+            got[f"task_r{replica}"] = _task(mine, f"task_r{replica}", idempotency=("race", "fp"))
+        finally:
+            mine.close()
+
+    threads = [threading.Thread(target=submit_as, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == n
+    (winner,) = [task for task, held in got.items() if held is None]
+    assert {held for held in got.values() if held is not None} == {Held(winner, "fp")}
+    listed = store.tasks.list_tasks("app", limit=20, after=None, status=None)
+    assert listed is not None
+    assert {r["id"] for r in listed.rows} == {"task_a", "task_e", "task_f", winner}
+
+    # the key lives as long as its task: reaped, the key makes a new task
+    _cancel(store, "task_a", int(NOW))
+    assert store.tasks.reap(int(NOW) + 1) == 1
+    assert _task(store, "task_g", idempotency=("k", "fp2")) is None
+    assert _task(store, "task_h", idempotency=("k", "fp2")) == Held("task_g", "fp2")
 
 
 # ---- a gateway killed mid-task ------------------------------------------------------------

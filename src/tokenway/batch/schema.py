@@ -13,6 +13,11 @@
                   the routing headers it replays, its result once it ended (its line is
                   purged later), and its webhook delivery (an outbox: state, attempts, when
                   the next is due, and the lease of the replica delivering it)
+    async_task_keys
+                  the `Idempotency-Key`s tasks were submitted with: one row per (key name,
+                  idempotency key), its primary key what makes a duplicate submission on any
+                  replica find the first one's task rather than make a second; a row lives as
+                  long as its task
 
 Times of the OpenAI objects are whole epoch seconds (BIGINT); leases and send times are
 fractional epoch seconds (DOUBLE PRECISION). Migrations are append-only.
@@ -122,4 +127,14 @@ MIGRATIONS: tuple[Migration, ...] = (
     lease_until DOUBLE PRECISION
 )""",
     "CREATE INDEX IF NOT EXISTS async_tasks_hook ON async_tasks (hook_state, hook_next)",
+    # idempotent submission: (owner, idem_key) is unique, so two replicas racing with the same
+    # key cannot both insert; `fingerprint` tells a replay from a different request
+    """CREATE TABLE IF NOT EXISTS async_task_keys (
+    owner TEXT NOT NULL,
+    idem_key TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    PRIMARY KEY (owner, idem_key)
+)""",
+    "CREATE INDEX IF NOT EXISTS async_task_keys_task ON async_task_keys (task_id)",
 )

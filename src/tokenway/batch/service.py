@@ -16,9 +16,10 @@ import msgspec
 
 from tokenway.batch import ids
 from tokenway.batch.errors import Conflict, in_store
+from tokenway.batch.listing import limit_of, list_object
 from tokenway.batch.objects import batch_object, file_object
 from tokenway.batch.runner import Runner
-from tokenway.batch.store import JobStore, Page
+from tokenway.batch.store import JobStore
 from tokenway.batch.tasks import TaskService
 from tokenway.batch.validate import ENDPOINTS
 from tokenway.batch.webhook import Deliverer
@@ -59,31 +60,6 @@ def _ttl(seconds: Any, anchor: Any, param: str) -> int:
     return seconds
 
 
-def _limit(value: str | None, default: int, most: int) -> int:
-    if value is None:
-        return default
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= most:
-        raise BadRequest(f"limit: must be an integer from 1 to {most}.", param="limit")
-    return n
-
-
-def _list(page: Page | None, after: str | None, render: Any) -> dict[str, Any]:
-    if page is None:
-        raise NotFound(f"No object with id '{after}' to list after.", param="after")
-    data = [render(r) for r in page.rows]
-    return {
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": page.has_more,
-    }
-
-
 def _missing_file(file_id: str) -> NotFound:
     return NotFound(f"No such File object: {file_id}", param="file_id")
 
@@ -108,7 +84,11 @@ class BatchService:
         self.webhooks: Deliverer | None = None
         if rt.config.raw.async_.webhook_secret is not None:
             self.webhooks = Deliverer(
-                self.store, rt.config.raw.async_, self.runner.owner, clock=rt.now
+                self.store,
+                rt.config.raw.async_,
+                self.runner.owner,
+                clock=rt.now,
+                metrics=rt.metrics,
             )
             self.runner.task_ended = self.webhooks.wake
 
@@ -197,13 +177,13 @@ class BatchService:
             lambda: self.store.list_files(
                 principal.name,
                 self._now(),
-                limit=_limit(limit, 10_000, 10_000),
+                limit=limit_of(limit, 10_000, 10_000),
                 after=after,
                 ascending=order == "asc",
                 purpose=purpose,
             )
         )
-        return _list(page, after, file_object)
+        return list_object(page, after, file_object)
 
     async def content(self, principal: Principal, file_id: str) -> bytes:
         data = await self._store(self.store.file_content, principal.name, file_id, self._now())
@@ -282,10 +262,10 @@ class BatchService:
     ) -> dict[str, Any]:
         page = await self._store(
             lambda: self.store.list_batches(
-                principal.name, limit=_limit(limit, 20, 100), after=after
+                principal.name, limit=limit_of(limit, 20, 100), after=after
             )
         )
-        return _list(page, after, batch_object)
+        return list_object(page, after, batch_object)
 
     async def cancel(self, principal: Principal, batch_id: str) -> dict[str, Any]:
         try:

@@ -18,13 +18,14 @@ Every call is one short transaction and may block: call them through `asyncio.to
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import msgspec
 
 from tokenway.batch import schema
 from tokenway.batch.ids import result_file_id
 from tokenway.batch.lines import LineQueue
+from tokenway.batch.listing import Page, page
 from tokenway.batch.objects import error_record, response_record, usage_object
 from tokenway.batch.task_store import TaskStore
 from tokenway.batch.validate import LineError, Request
@@ -46,13 +47,6 @@ _encode = msgspec.json.encode
 
 class _Served(msgspec.Struct):
     usage: Usage
-
-
-class Page(NamedTuple):
-    """One page of a list, and whether more follow."""
-
-    rows: list[dict[str, Any]]
-    has_more: bool
 
 
 class JobStore:
@@ -138,7 +132,7 @@ class JobStore:
         if purpose is not None:
             where += " AND purpose = :purpose"
             params["purpose"] = purpose
-        return _page(self.db, "batch_files", _FILE_COLUMNS, where, params, limit, after, ascending)
+        return page(self.db, "batch_files", _FILE_COLUMNS, where, params, limit, after, ascending)
 
     def delete_file(self, owner: str, file_id: str) -> bool:
         """Delete `owner`'s file; False if they have none of that id."""
@@ -191,7 +185,7 @@ class JobStore:
 
     def list_batches(self, owner: str, *, limit: int, after: str | None) -> Page | None:
         """`owner`'s batches, newest first; None when `after` names no batch of theirs."""
-        return _page(
+        return page(
             self.db,
             "batches",
             "*",
@@ -467,34 +461,3 @@ def _put_result(
         },
     )
     return file_id
-
-
-def _page(
-    db: Database,
-    table: str,
-    columns: str,
-    where: str,
-    params: dict[str, Any],
-    limit: int,
-    after: str | None,
-    ascending: bool,
-) -> Page | None:
-    """A page of `table` in (created_at, id) order after the row `after`, if any."""
-    p = dict(params)
-    if after is not None:
-        cursor = db.fetch(
-            f"SELECT created_at, id FROM {table} WHERE id = :after AND {where}",
-            {**params, "after": after},
-        )
-        if not cursor:
-            return None
-        op = ">" if ascending else "<"
-        where += f" AND (created_at {op} :after_at OR (created_at = :after_at AND id {op} :after))"
-        p.update(after=after, after_at=cursor[0]["created_at"])
-    direction = "ASC" if ascending else "DESC"
-    rows = db.fetch(
-        f"SELECT {columns} FROM {table} WHERE {where} "
-        f"ORDER BY created_at {direction}, id {direction} LIMIT :n",
-        {**p, "n": limit + 1},
-    )
-    return Page(rows[:limit], len(rows) > limit)

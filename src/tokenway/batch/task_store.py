@@ -13,21 +13,27 @@ at that moment either gets it first, or not at all. A task that ends with a webh
 delivery in the same transaction (`hook_state = 'pending'`): an outbox that any replica
 delivers from, at least once.
 
+A submission with an idempotency key claims (owner, key) in `async_task_keys` in the
+transaction that stores the task: the primary key, not a read before the write, is what keeps
+two replicas racing with one key from both making a task. The claim goes when the task is
+reaped, and the key is free again.
+
 Every call is one short transaction and may block: call them through `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 
 from tokenway.batch.ids import TASK_CUSTOM_ID
+from tokenway.batch.listing import Page, page
 from tokenway.batch.objects import TASK_ERRORS, usage_object
 from tokenway.domain.types import Usage
-from tokenway.store import Database
+from tokenway.store import Database, Tx
 
-__all__ = ["TASK_LINE", "TaskStore"]
+__all__ = ["STATUSES", "TASK_LINE", "Held", "TaskStore"]
 
 TASK_LINE = 1
 """The line number of a task's one line."""
@@ -39,9 +45,41 @@ _ENDED_AT = "COALESCE(completed_at, failed_at, cancelled_at, expired_at)"
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
 
+# What `get` and `list_tasks` read: the task with its line's state (which tells queued from in
+# progress, see `objects.task_object`).
+_COLUMNS = (
+    "b.id, b.endpoint, b.model, b.status, b.created_at, b.expires_at, b.completed_at, "
+    "b.failed_at, b.expired_at, b.cancelled_at, b.usage, t.started_at, t.result_status, "
+    "t.result, t.webhook, t.hook_state, t.hook_attempts, t.hook_error, t.hook_delivered_at, "
+    "l.state AS line_state, l.first_sent"
+)
+_FROM = (
+    "batches b JOIN async_tasks t ON t.id = b.id "
+    "LEFT JOIN batch_lines l ON l.batch_id = b.id AND l.line = :line"
+)
+_RUNNING = "b.status IN ('validating', 'in_progress', 'finalizing')"
+
+STATUSES = {
+    "queued": f"{_RUNNING} AND l.state = 'queued'",
+    "in_progress": f"{_RUNNING} AND (l.state IS NULL OR l.state <> 'queued')",
+    # only while a cancel's ending is retried (the store failed just after it took the line)
+    "cancelling": "b.status = 'cancelling'",
+    **{s: f"b.status = '{s}'" for s in ("completed", "failed", "expired", "cancelled")},
+}
+"""The statuses a task shows (`objects.task_object`), each with the condition on the store's
+row that gives it: what `list_tasks` filters by."""
+
 
 class _Served(msgspec.Struct):
     usage: Usage
+
+
+class Held(NamedTuple):
+    """The task that an idempotency key was first submitted with, and that submission's
+    fingerprint."""
+
+    task_id: str
+    fingerprint: str
 
 
 class TaskStore:
@@ -50,11 +88,18 @@ class TaskStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def create(self, row: dict[str, Any], body: str) -> None:
+    def create(self, row: dict[str, Any], body: str) -> Held | None:
         """Store a new task, in progress with its line queued. `row` has the `batches`
         columns (`id`, `owner`, `principal`, `endpoint`, `model`, `completion_window`,
-        `created_at`, `expires_at`) and `headers` and `webhook`."""
+        `created_at`, `expires_at`), `headers` and `webhook`, and may have an
+        `idempotency_key` with the submission's `fingerprint`: if `owner` holds that key
+        already, nothing is stored and the task holding it is returned."""
         with self.db.transaction() as tx:
+            key = row.get("idempotency_key")
+            if key is not None:
+                held = _claim_key(tx, row["owner"], key, row["id"], row["fingerprint"])
+                if held is not None:
+                    return held
             tx.execute(
                 "INSERT INTO batches (id, owner, principal, endpoint, input_file_id, "
                 "completion_window, status, model, kind, created_at, in_progress_at, "
@@ -72,6 +117,7 @@ class TaskStore:
                 "VALUES (:id, :line, :custom_id, :body, 'queued')",
                 {"id": row["id"], "line": TASK_LINE, "custom_id": TASK_CUSTOM_ID, "body": body},
             )
+        return None
 
     def get(self, task_id: str, owner: str | None) -> dict[str, Any] | None:
         """The task with its line's state (None once the line is purged), if `owner` has it
@@ -80,16 +126,29 @@ class TaskStore:
         if owner is not None:
             where += " AND b.owner = :owner"
         rows = self.db.fetch(
-            "SELECT b.id, b.endpoint, b.model, b.status, b.created_at, b.expires_at, "
-            "b.completed_at, b.failed_at, b.expired_at, b.cancelled_at, b.usage, t.started_at, "
-            "t.result_status, t.result, t.webhook, t.hook_state, t.hook_attempts, t.hook_error, "
-            "t.hook_delivered_at, l.state AS line_state, l.first_sent "
-            "FROM batches b JOIN async_tasks t ON t.id = b.id "
-            "LEFT JOIN batch_lines l ON l.batch_id = b.id AND l.line = :line "
-            f"WHERE {where}",
+            f"SELECT {_COLUMNS} FROM {_FROM} WHERE {where}",
             {"id": task_id, "owner": owner, "line": TASK_LINE},
         )
         return rows[0] if rows else None
+
+    def list_tasks(
+        self, owner: str, *, limit: int, after: str | None, status: str | None
+    ) -> Page | None:
+        """`owner`'s tasks, newest first, as `get` reads them, only those of `status` (a key of
+        `STATUSES`) if given; None when `after` names no task of theirs (whatever its
+        status: a task the client saw may have moved on since)."""
+        return page(
+            self.db,
+            _FROM,
+            _COLUMNS,
+            "b.owner = :owner AND b.kind = 'async'",
+            {"owner": owner, "line": TASK_LINE},
+            limit,
+            after,
+            False,
+            alias="b.",
+            narrow=STATUSES[status] if status is not None else "",
+        )
 
     def cancel(self, task_id: str, owner: str, clock: int) -> bool:
         """Take `owner`'s queued task out of the queue and set it cancelling (the runner ends
@@ -233,9 +292,38 @@ class TaskStore:
                 "AND (hook_state IS NULL OR hook_state <> 'pending')",
                 {"t": ended_before},
             )
+            # a reaped task's idempotency key is free again
+            tx.execute(
+                f"DELETE FROM async_task_keys WHERE task_id IN (SELECT id FROM batches WHERE "
+                f"{old}) AND NOT EXISTS (SELECT 1 FROM async_tasks t "
+                "WHERE t.id = async_task_keys.task_id)",
+                {"t": ended_before},
+            )
             gone: int = tx.execute(
                 f"DELETE FROM batches WHERE {old} AND NOT EXISTS "
                 "(SELECT 1 FROM async_tasks t WHERE t.id = batches.id)",
                 {"t": ended_before},
             )
             return gone
+
+
+def _claim_key(tx: Tx, owner: str, key: str, task_id: str, fingerprint: str) -> Held | None:
+    """Claim `owner`'s idempotency `key` for `task_id`; None if claimed, else the task that
+    holds it. On PostgreSQL an insert racing another transaction's uncommitted claim of the
+    same key waits for it to commit (then finds it) or roll back (then claims it)."""
+    while True:
+        claimed = tx.execute(
+            "INSERT INTO async_task_keys (owner, idem_key, task_id, fingerprint) "
+            "VALUES (:owner, :key, :id, :fp) ON CONFLICT (owner, idem_key) DO NOTHING",
+            {"owner": owner, "key": key, "id": task_id, "fp": fingerprint},
+        )
+        if claimed == 1:
+            return None
+        rows = tx.fetch(
+            "SELECT task_id, fingerprint FROM async_task_keys "
+            "WHERE owner = :owner AND idem_key = :key",
+            {"owner": owner, "key": key},
+        )
+        if rows:
+            return Held(rows[0]["task_id"], rows[0]["fingerprint"])
+        # its task was reaped between the two statements: the key is free, claim it again

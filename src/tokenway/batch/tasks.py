@@ -14,14 +14,24 @@ headers:
     x-tokenway-regions, x-tokenway-task, x-tokenway-tags
                             checked, kept and sent again with the request when it runs, so
                             that residency and routing are what they would have been
+    idempotency-key         1 to 255 printable ASCII characters: the key's submissions with
+                            it make one task while that task is kept (until `retention_days`
+                            after it ends); a resubmission of the same endpoint and body gets
+                            that task, a different one a 409
+
+A replay is told from a different request by a fingerprint of the endpoint and of the body as
+parsed (so the JSON's spacing and key order do not matter); the headers of the first
+submission stand, as a client that retries sends the same ones. Listing (`tasks`) pages as the
+Batch API does, newest first, optionally by status.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import msgspec
@@ -30,9 +40,11 @@ from tokenway.auth.access import check_model
 from tokenway.batch import ids
 from tokenway.batch.egress import private_literal
 from tokenway.batch.errors import Conflict
+from tokenway.batch.listing import limit_of, list_object
 from tokenway.batch.objects import task_object
 from tokenway.batch.runner import Runner
 from tokenway.batch.store import JobStore
+from tokenway.batch.task_store import STATUSES
 from tokenway.domain.types import Principal
 from tokenway.errors import BadRequest, NotFound, Unsupported
 from tokenway.gateway.apis import OPENAI_CHAT
@@ -41,18 +53,29 @@ from tokenway.runtime import Runtime
 from tokenway.store import StoreUnavailable
 from tokenway.translate.embeddings import parse_openai_request as parse_embeddings
 
-__all__ = ["DEADLINE_HEADER", "ENDPOINTS", "HEADERS", "WEBHOOK_HEADER", "TaskService"]
+__all__ = [
+    "DEADLINE_HEADER",
+    "ENDPOINTS",
+    "HEADERS",
+    "IDEMPOTENCY_HEADER",
+    "WEBHOOK_HEADER",
+    "Submitted",
+    "TaskService",
+]
 
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/embeddings": "embedding"}
 """The endpoints a task may run, and the kind of model each takes."""
 
 DEADLINE_HEADER = "x-tokenway-deadline-s"
 WEBHOOK_HEADER = "x-tokenway-webhook"
+IDEMPOTENCY_HEADER = "idempotency-key"
 _CARRIED = ("x-tokenway-regions", "x-tokenway-task", "x-tokenway-tags")
-HEADERS = (DEADLINE_HEADER, WEBHOOK_HEADER, *_CARRIED)
+HEADERS = (DEADLINE_HEADER, WEBHOOK_HEADER, IDEMPOTENCY_HEADER, *_CARRIED)
 """The request headers a submission may carry."""
 
 _MAX_URL = 2048
+_MAX_IDEMPOTENCY_KEY = 255
+_LIST_DEFAULT, _LIST_MOST = 20, 100  # as GET /v1/batches
 _encode = msgspec.json.encode
 T = TypeVar("T")
 
@@ -61,6 +84,14 @@ class StoreCall(Protocol):
     """Runs a job store call off the event loop (`batch.errors.in_store`, bound)."""
 
     def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
+
+
+class Submitted(NamedTuple):
+    """A submission's task, and whether it was made earlier (a replay of its idempotency
+    key) rather than now."""
+
+    task: dict[str, Any]
+    replayed: bool
 
 
 def _missing(task_id: str) -> NotFound:
@@ -79,9 +110,11 @@ class TaskService:
 
     async def create(
         self, principal: Principal, endpoint: str, body: bytes, headers: Mapping[str, str]
-    ) -> dict[str, Any]:
+    ) -> Submitted:
         """Queue `body` for `endpoint` (a key of `ENDPOINTS`) with the request's `headers`
-        (lower-case names, of `HEADERS`); returns the new task."""
+        (lower-case names, of `HEADERS`); returns the new task, or the one made earlier with
+        the same idempotency key and request (a `Conflict` if the request differs)."""
+        idempotency_key = _idempotency_key(headers.get(IDEMPOTENCY_HEADER))
         raw = _object(body)
         check_model(self.rt.config.models, principal, raw.get("model"), ENDPOINTS[endpoint])
         if raw.get("stream") not in (None, False):
@@ -112,10 +145,44 @@ class TaskService:
             "expires_at": math.ceil(now + deadline_s),
             "headers": _encode(carried).decode() if carried else None,
             "webhook": webhook,
+            "idempotency_key": idempotency_key,
+            "fingerprint": None if idempotency_key is None else _fingerprint(endpoint, raw),
         }
-        await self._call(self.store.tasks.create, row, _encode(raw).decode())
-        self.runner.wake(urgent=True)
-        return await self.task(principal, task_id)
+        held = await self._call(self.store.tasks.create, row, _encode(raw).decode())
+        if held is None:
+            self.runner.wake(urgent=True)
+            return Submitted(await self.task(principal, task_id), replayed=False)
+        if held.fingerprint != row["fingerprint"]:
+            raise Conflict(
+                f"{IDEMPOTENCY_HEADER}: this idempotency key was already used for a different "
+                f"request (task {held.task_id}: another endpoint or body); send a new key for a "
+                "new request, or the same request again to get that task.",
+                param=IDEMPOTENCY_HEADER,
+                code="idempotency_key_reused",
+            )
+        return Submitted(await self.task(principal, held.task_id), replayed=True)
+
+    async def tasks(
+        self,
+        principal: Principal,
+        *,
+        limit: str | None = None,
+        after: str | None = None,
+        status: str | None = None,
+    ) -> dict[str, Any]:
+        """`principal`'s tasks, newest first, in the list shape and pages of `GET
+        /v1/batches` (`limit` from 1 to 100, 20 by default; `after` a task id), only those
+        of `status` if given; the query parameters as they came."""
+        if status is not None and status not in STATUSES:
+            raise BadRequest(
+                f"status: must be one of {', '.join(STATUSES)}; got {status[:40]!r}.",
+                param="status",
+            )
+        n = limit_of(limit, _LIST_DEFAULT, _LIST_MOST)
+        found = await self._call(
+            lambda: self.store.tasks.list_tasks(principal.name, limit=n, after=after, status=status)
+        )
+        return list_object(found, after, task_object)
 
     async def task(self, principal: Principal, task_id: str) -> dict[str, Any]:
         """The task, if `principal`'s key submitted it."""
@@ -179,6 +246,25 @@ class TaskService:
                 param=WEBHOOK_HEADER,
             )
         return url
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not 1 <= len(value) <= _MAX_IDEMPOTENCY_KEY or not all(" " <= c <= "~" for c in value):
+        raise BadRequest(
+            f"{IDEMPOTENCY_HEADER}: expected 1 to {_MAX_IDEMPOTENCY_KEY} printable ASCII "
+            "characters.",
+            param=IDEMPOTENCY_HEADER,
+        )
+    return value
+
+
+def _fingerprint(endpoint: str, raw: dict[str, Any]) -> str:
+    """What tells a replay from another request under one idempotency key: the endpoint and
+    the body as parsed, its keys sorted, so that spacing and key order do not count."""
+    canonical = msgspec.json.encode(raw, order="sorted")
+    return hashlib.sha256(endpoint.encode() + b"\n" + canonical).hexdigest()
 
 
 def _http_url(url: str) -> bool:

@@ -5,9 +5,13 @@
     GET  /v1/async/tasks/{id}        the task; once ended, its `result` (the HTTP status and
                                      body the endpoint answered) and `usage`
     POST /v1/async/tasks/{id}/cancel cancel a queued task (409 once it runs or has ended)
+    GET  /v1/async/tasks             the key's tasks, newest first, `?limit=&after=&status=`
+                                     (the list shape and pages of `GET /v1/batches`)
 
-Headers (`x-tokenway-deadline-s`, `x-tokenway-webhook`, the routing headers) are described in
-batch/tasks.py. A task belongs to the key that submitted it; another key gets 404. Errors are
+Headers (`x-tokenway-deadline-s`, `x-tokenway-webhook`, `idempotency-key`, the routing
+headers) are described in batch/tasks.py. A submission that replays an idempotency key gets
+the task made the first time: 200 rather than 202, with `idempotent-replayed: true`. A task
+belongs to the key that submitted it; another key gets 404 and never lists it. Errors are
 OpenAI's shape. The work is done by the replicas' batch runners, at low priority, with
 ledger rows in mode `async`.
 """
@@ -20,12 +24,14 @@ from tokenway.batch.tasks import ENDPOINTS, HEADERS, TaskService
 from tokenway.domain.types import Principal
 from tokenway.errors import NotFound
 from tokenway.gateway.asgi import JSON_CT, Receive, Scope, Send, header, read_body, respond
-from tokenway.gateway.files import no_nul
+from tokenway.gateway.files import no_nul, query
 
 __all__ = ["PREFIX", "handle"]
 
 PREFIX = "/v1/async/"
-_TASKS = PREFIX + "tasks/"
+_LIST = PREFIX + "tasks"
+_TASKS = _LIST + "/"
+_REPLAYED = (b"idempotent-replayed", b"true")
 _encode = msgspec.json.encode
 
 
@@ -48,9 +54,17 @@ async def handle(
             for name in HEADERS
             if (value := header(scope, name.encode("latin-1"))) is not None
         }
-        task = await svc.create(principal, endpoint, body, headers)
+        task, replayed = await svc.create(principal, endpoint, body, headers)
         location = (b"location", (_TASKS + task["id"]).encode())
+        if replayed:
+            return await respond(send, 200, _encode(task), [JSON_CT, location, _REPLAYED])
         return await respond(send, 202, _encode(task), [JSON_CT, location])
+    if path == _LIST and method == "GET":
+        q = query(scope)  # refuses NUL in any parameter, as PostgreSQL text cannot hold it
+        doc = await svc.tasks(
+            principal, limit=q.get("limit"), after=q.get("after"), status=q.get("status")
+        )
+        return await respond(send, 200, _encode(doc))
     parts = path[len(_TASKS) :].split("/") if path.startswith(_TASKS) else []
     if parts:  # the id the store looks up (PostgreSQL text cannot hold NUL)
         no_nul(parts[0], "task_id")
