@@ -49,6 +49,17 @@ def _die_with(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _forget_gauges(pid: int) -> None:
+    """Drop a dead worker's live gauges (`multiprocess_mode="live..."`, such as the batch lines
+    it had in flight) from what `/metrics` sums; its counters stay, they still happened."""
+    # Imported here, after METRICS_DIR_ENV is set: prometheus_client picks its value store
+    # when first imported.
+    from prometheus_client import multiprocess
+
+    with contextlib.suppress(OSError):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
 def supervise(workers: int, run_worker: Callable[[int], int]) -> int:
     """Fork `workers` processes running `run_worker(index)`; return when all have exited."""
     own_dir = METRICS_DIR_ENV not in os.environ
@@ -94,6 +105,7 @@ def supervise(workers: int, run_worker: Callable[[int], int]) -> int:
             except InterruptedError:
                 continue
             index = children.pop(pid, None)
+            _forget_gauges(pid)
             if index is None or stopping:
                 continue
             code = os.waitstatus_to_exitcode(status)

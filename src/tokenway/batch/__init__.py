@@ -6,8 +6,10 @@ service.BatchService   the API's operations (files, batches), scoped to the key;
 store.JobStore         files, batches and the batch lifecycle on the `store` database
 lines.LineQueue        request lines as a shared work queue: leases, sends, results, and
                        the ledger outbox
-runner.Runner          validates, runs lines in-process through the gateway
-                       (gateway/internal.py), and ends batches; survives crashes
+runner.Runner          claims lines and runs them in-process through the gateway
+                       (gateway/internal.py); survives crashes
+lifecycle.Lifecycle    validates new batches and ends finished ones (the runner's
+                       housekeeping calls it), accounting sends that were lost
 throttle.Throttle      what batch work yields to (queued interactive requests, a lagging
                        event loop)
 tasks.TaskService      async tasks' operations (gateway/tasks.py serves them): a task is a

@@ -1,6 +1,7 @@
-"""The batch runner: one per replica. It validates new batches, runs their lines (and async
-tasks, batches of one line) through the gateway's own request path, and ends batches and
-tasks, coordinating with other replicas only through the job store.
+"""The batch runner: one per replica. It claims the lines of running batches (and of async
+tasks, batches of one line) and runs them through the gateway's own request path,
+coordinating with other replicas only through the job store. Its housekeeping hands whole
+batches to `batch.lifecycle`, which validates new ones and ends those that are done.
 
 A line runs as an in-process request (`gateway.internal`): the key's admission limits and
 budgets, routing, failover, pricing and accounting are exactly those of an HTTP request, with
@@ -24,10 +25,9 @@ Exactly once, across crashes:
    ledger ignores a row it has: same request id, same timestamp).
 
 A line found sent but unfinished (its replica died mid-request, after the provider may have
-billed it) is run again; its ledger request id is derived from the batch and `custom_id` and
-its timestamp is the first send, so it is still one request row, carrying one `LOST` attempt
-per earlier send, costed from the stored prompt estimate (`usage_source: estimated`); the
-revenue is the served attempt's alone, so the client pays for the line once.
+billed it) is run again; it is still one request row, carrying one `LOST` attempt per earlier
+send (`lifecycle.lost_attempts`); the revenue is the served attempt's alone, so the client
+pays for the line once.
 """
 
 from __future__ import annotations
@@ -44,17 +44,16 @@ from typing import Any
 
 import msgspec
 
-from tokenway.accounting.ledger import RequestRow
 from tokenway.batch.ids import line_request_id
+from tokenway.batch.lifecycle import Lifecycle, ledger_mode, lost_attempts, lost_row
 from tokenway.batch.lines import ClaimedLine
 from tokenway.batch.store import Ending, JobStore
 from tokenway.batch.task_store import TASK_LINE
 from tokenway.batch.throttle import Throttle
-from tokenway.batch.validate import LineError, validate
 from tokenway.config.schema import BatchConfig
 from tokenway.domain.types import Principal
 from tokenway.gateway.apis import OPENAI_CHAT
-from tokenway.gateway.internal import Answer, InternalCall, LostAttempt
+from tokenway.gateway.internal import Answer, InternalCall
 from tokenway.runtime import Runtime
 from tokenway.store import StoreUnavailable
 from tokenway.telemetry.log import log
@@ -72,11 +71,6 @@ _FILES_S = 600.0  # expired files, and the lines of batches ended long ago, go t
 _KEEP_LINES_S = 3600  # how long the lines of an ended batch are kept
 _CONFIRM_S = 1.0
 _MAX_TIMEOUT_MS = 86_400_000  # the most x-tokenway-timeout-ms may say
-_API = {
-    "/v1/chat/completions": "openai.chat",
-    "/v1/embeddings": "openai.embeddings",
-    "/v1/responses": "openai.responses",
-}
 _decode = msgspec.json.decode
 _encode = msgspec.json.encode
 _INTERNAL_ERROR = _encode(
@@ -111,7 +105,7 @@ class _Active:
     @property
     def mode(self) -> str:
         """The ledger mode of its lines."""
-        return "async" if self.kind == "async" else "batch"
+        return ledger_mode(self.kind)
 
 
 class Runner:
@@ -135,7 +129,6 @@ class Runner:
         self._urgent = False
         self._closing = False
         self._tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self._holding: set[str] = set()  # batches this replica validates or ends
         self._active: list[_Active] = []
         self._principals: dict[str, Principal] = {}
         self._paused: dict[str | None, float] = {}  # model -> monotonic time to wait for
@@ -144,8 +137,17 @@ class Runner:
         self._last_file_reap = 0.0
         self._loop_task: asyncio.Task[None] | None = None
         self._helpers: list[asyncio.Task[None]] = []
-        self.task_ended: Callable[[], None] = lambda: None
+        self.batches = Lifecycle(store, rt, cfg, self.owner, self._principal)
+        """Validation and ending of whole batches and tasks."""
+
+    @property
+    def task_ended(self) -> Callable[[], None]:
         """Called when this replica has ended an async task (its webhook may be due)."""
+        return self.batches.task_ended
+
+    @task_ended.setter
+    def task_ended(self, hook: Callable[[], None]) -> None:
+        self.batches.task_ended = hook
 
     # ---- lifecycle ----------------------------------------------------------------------
 
@@ -225,7 +227,7 @@ class Runner:
             )
             if claimed is None:
                 break
-            await self._validate(*claimed)
+            await self.batches.validate(*claimed)
         clock = int(self.rt.now())
         for batch_id, ending in await asyncio.to_thread(self.store.finalizable, now, clock):
             if self._closing:
@@ -264,17 +266,25 @@ class Runner:
         return found
 
     async def _fill(self) -> None:
+        if self._closing or self.rt.draining:
+            return
         free = self.cfg.concurrency - len(self._tasks)
-        if self.throttle.lagging():
-            free = min(free, 1 - len(self._tasks))
-        if free <= 0 or self._closing or self.rt.draining:
+        if free > 0 and self.throttle.lagging():
+            narrowed = 1 - len(self._tasks)
+            if narrowed < free:
+                self.rt.metrics.batch_yields["lag"].inc()
+                free = narrowed
+        if free <= 0:
             return
         now = time.time()
         clock = time.monotonic()
         for batch in self._active:
             if free <= 0:
                 break
-            if self._paused.get(batch.model, 0.0) > clock or self.throttle.contended(batch.model):
+            if self._paused.get(batch.model, 0.0) > clock:
+                continue
+            if self.throttle.contended(batch.model):
+                self.rt.metrics.batch_yields["capacity"].inc()
                 continue
             if batch.kind == "async" and (batch.id, TASK_LINE) in self._tasks:
                 continue  # its one line runs here already
@@ -301,7 +311,7 @@ class Runner:
                     self.owner,
                     time.time() + self.cfg.lease_s,
                     list(self._tasks),
-                    list(self._holding),
+                    list(self.batches.holding),
                 )
             except StoreUnavailable as exc:
                 log.warning("batch: leases not renewed", extra={"fields": {"error": str(exc)}})
@@ -321,9 +331,17 @@ class Runner:
         await self.rt.ledger.flush()
         await asyncio.to_thread(self.store.lines.mark_ledgered, done)
 
+    async def end(self, batch_id: str, ending: Ending) -> None:
+        """End a batch or task that is ready to end so (`JobStore.finalizable`), unless another
+        replica is ending it (`Lifecycle.end`)."""
+        if await self.batches.end(batch_id, ending):
+            self._principals.pop(batch_id, None)
+
     # ---- one line -----------------------------------------------------------------------
 
     async def _line(self, batch: _Active, line: ClaimedLine, key: tuple[str, int]) -> None:
+        in_flight = self.rt.metrics.batch_lines_in_flight
+        in_flight.inc()
         try:
             await self._run(batch, line)
         except StoreUnavailable as exc:
@@ -333,7 +351,7 @@ class Runner:
             # A line that trips a bug ends as an error rather than being retried forever.
             log.exception("batch line", extra={"fields": {"batch": batch.id, "line": line.line}})
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(
+                if await asyncio.to_thread(
                     self.store.lines.finish,
                     batch.id,
                     line.line,
@@ -343,10 +361,15 @@ class Runner:
                     response=_INTERNAL_ERROR,
                     row=None,
                     now=time.time(),
-                )
+                ):
+                    self._tally(batch, "error")
         finally:
+            in_flight.dec()
             self._tasks.pop(key, None)
             self._wake.set()
+
+    def _tally(self, batch: _Active, outcome: str) -> None:
+        self.rt.metrics.batch_lines.labels(batch.endpoint, batch.mode, outcome).inc()
 
     async def _run(self, batch: _Active, line: ClaimedLine) -> None:
         body = line.body.encode("utf-8")
@@ -364,7 +387,7 @@ class Runner:
             request_id=line_request_id(batch.id, line.custom_id),
             mode=batch.mode,
             started=line.first_sent if line.first_sent is not None else now,
-            lost=_lost(line.sends, line.target, line.prompt_tokens, line.last_sent or now),
+            lost=lost_attempts(line.sends, line.target, line.prompt_tokens, line.last_sent or now),
             headers=self._headers(batch),
         )
         answer = await self.dispatch(batch.endpoint, body, call)
@@ -380,10 +403,11 @@ class Runner:
                 time.time() + wait,
                 unsend=True,
             )
+            self._tally(batch, "refused")
             return
         if row is None and line.sends:
             # Refused this time, but sent before: the earlier sends still go on the ledger.
-            row = self._lost_row(batch, line.custom_id, call, answer.status)
+            row = lost_row(self.rt, call, batch.endpoint, batch.model, answer.status)
         ok = 200 <= answer.status < 300
         stored = await asyncio.to_thread(
             self.store.lines.finish,
@@ -396,6 +420,8 @@ class Runner:
             row=_encode(row).decode() if row is not None else None,
             now=time.time(),
         )
+        if stored:
+            self._tally(batch, "ok" if ok else "error")
         if stored and row is not None:
             self.rt.ledger.record(row)
             self._unconfirmed.append((batch.id, line.line))
@@ -442,169 +468,12 @@ class Runner:
         t = route.targets[0]
         return f"{t.upstream.name}/{t.model}"
 
-    def _lost_row(
-        self, batch: _Active, custom_id: str, call: InternalCall, status: int
-    ) -> RequestRow:
-        """The ledger row of a line whose only attempts are lost ones."""
-        lost = InternalCall(
-            principal=batch.principal,
-            request_id=call.request_id,
-            mode=batch.mode,
-            started=call.started,
-            lost=call.lost,
-        )
-        ctx = lost.context(self.rt, _API.get(batch.endpoint, "openai.batch"), batch.model or "")
-        ctx.finish(status, "LOST")
-        return lost.rows[0]
-
-    # ---- whole batches ------------------------------------------------------------------
-
-    async def _validate(self, batch: dict[str, Any], content: bytes | None) -> None:
-        batch_id = batch["id"]
-        self._holding.add(batch_id)
-        try:
-            principal = _decode(batch["principal"], type=Principal)
-            endpoint = batch["endpoint"]
-            clock = int(self.rt.now())
-            if content is None:
-                missing = LineError(
-                    code="file_not_found",
-                    message=f"The input file {batch['input_file_id']} no longer exists.",
-                    param="input_file_id",
-                )
-                await asyncio.to_thread(
-                    self.store.fail_batch, batch_id, self.owner, [missing], clock
-                )
-                return
-            try:
-                parsed = await asyncio.to_thread(
-                    validate,
-                    content,
-                    endpoint,
-                    self.cfg.max_lines,
-                    lambda model: self._model_problem(principal, model, endpoint),
-                )
-            except Exception:  # a file that trips the validator must not be retried forever
-                log.exception("batch validation", extra={"fields": {"batch": batch_id}})
-                broken = LineError(
-                    code="internal_error", message="tokenway could not read this input file."
-                )
-                await asyncio.to_thread(
-                    self.store.fail_batch, batch_id, self.owner, [broken], clock
-                )
-                return
-            if parsed.errors:
-                await asyncio.to_thread(
-                    self.store.fail_batch, batch_id, self.owner, parsed.errors, clock
-                )
-                return
-            try:
-                await asyncio.to_thread(
-                    self.store.start_batch,
-                    batch_id,
-                    self.owner,
-                    parsed.model,
-                    parsed.requests,
-                    clock,
-                )
-            except StoreUnavailable:
-                raise  # the lease lapses and the batch is validated again later
-            except Exception:
-                # Lines the database refuses would refuse every retry too: a batch left
-                # validating would be retried forever and stall this replica's housekeeping.
-                log.exception("batch start", extra={"fields": {"batch": batch_id}})
-                refused = LineError(
-                    code="internal_error", message="tokenway could not store this batch's lines."
-                )
-                await asyncio.to_thread(
-                    self.store.fail_batch, batch_id, self.owner, [refused], clock
-                )
-        finally:
-            self._holding.discard(batch_id)
-
-    def _model_problem(self, principal: Principal, model: str, endpoint: str) -> str | None:
-        cfg = self.rt.config.models.get(model)
-        kind = "embedding" if endpoint == "/v1/embeddings" else "chat"
-        if cfg is None or cfg.kind != kind:
-            return f"The model '{model}' does not exist or you do not have access to it."
-        if principal.models is not None and model not in principal.models:
-            return f"This key may not use the model '{model}'."
-        return None
-
-    async def end(self, batch_id: str, ending: Ending) -> None:
-        """End a batch or task that is ready to end so (`JobStore.finalizable`), unless another
-        replica is ending it: account its lost sends, make its ledger rows durable, then give
-        it its final status (and a batch its files)."""
-        now = time.time()
-        claimed = await asyncio.to_thread(
-            self.store.claim_finalize,
-            batch_id,
-            ending,
-            self.owner,
-            now,
-            now + self.cfg.lease_s,
-            int(self.rt.now()),
-        )
-        if claimed is None:
-            return
-        self._holding.add(batch_id)
-        try:
-            if ending != "completed":
-                await self._account_lost(claimed)
-            pending = await asyncio.to_thread(self.store.lines.unledgered, batch_id)
-            if pending:
-                for r in pending:
-                    self.rt.ledger.record(_decode(r["ledger_row"], type=RequestRow))
-                await self.rt.ledger.flush()
-                await asyncio.to_thread(
-                    self.store.lines.mark_ledgered, [(batch_id, r["line"]) for r in pending]
-                )
-            if claimed["kind"] == "async":
-                ended = await asyncio.to_thread(
-                    self.store.tasks.end, batch_id, ending, self.owner, int(self.rt.now())
-                )
-                if ended:
-                    self.task_ended()
-            else:
-                await asyncio.to_thread(
-                    self.store.end_batch, batch_id, ending, self.owner, int(self.rt.now())
-                )
-        finally:
-            self._holding.discard(batch_id)
-        self._principals.pop(batch_id, None)
-
-    async def _account_lost(self, row: dict[str, Any]) -> None:
-        """Ledger rows for the lines of a cancelled or expired batch that were sent and will
-        never run again."""
-        lost = await asyncio.to_thread(self.store.lines.lost, row["id"])
-        if not lost:
-            return
-        batch = _Active(row["id"], row["endpoint"], row["model"], self._principal(row), row["kind"])
-        for line in lost:
-            call = InternalCall(
-                principal=batch.principal,
-                request_id=line_request_id(batch.id, line["custom_id"]),
-                mode=batch.mode,
-                started=line["first_sent"],
-                lost=_lost(line["sends"], line["target"], line["prompt_tokens"], line["last_sent"]),
-            )
-            made = self._lost_row(batch, line["custom_id"], call, 499)
-            await asyncio.to_thread(
-                self.store.lines.put_row, batch.id, line["line"], _encode(made).decode()
-            )
-
 
 def _headers(stored: str | None) -> tuple[tuple[str, str], ...]:
     """A task's stored routing headers, as `[[name, value], ...]` JSON."""
     if not stored:
         return ()
     return tuple((str(k), str(v)) for k, v in _decode(stored))
-
-
-def _lost(sends: int, target: str | None, prompt: int | None, at: float) -> list[LostAttempt]:
-    """The lost attempts of a line sent `sends` times without a recorded result."""
-    provider, _, model = (target or "unknown/unknown").partition("/")
-    return [LostAttempt(provider, model, prompt or 0, at)] * max(0, int(sends))
 
 
 def _retry_later(answer: Answer) -> bool:

@@ -34,6 +34,7 @@ from tokenway.batch.store import JobStore
 from tokenway.config.schema import AsyncConfig
 from tokenway.store import StoreUnavailable
 from tokenway.telemetry.log import log
+from tokenway.telemetry.metrics import Metrics
 
 __all__ = ["SIGNATURE_HEADER", "Deliverer", "sign", "verify"]
 
@@ -79,14 +80,18 @@ class Deliverer:
         cfg: AsyncConfig,
         owner: str,
         clock: Callable[[], float] = time.time,
+        *,
+        metrics: Metrics,
     ) -> None:
-        """`clock` is the time of the API's objects (`delivered_at`)."""
+        """`clock` is the time of the API's objects (`delivered_at`); each attempt is counted
+        in `metrics.webhook_deliveries`."""
         assert cfg.webhook_secret is not None, "webhooks need a secret"
         self.store = store
         self.cfg = cfg
         self.owner = owner
         self._secret = cfg.webhook_secret
         self._clock = clock
+        self._counted = metrics.webhook_deliveries
         self._wake = asyncio.Event()
         self._closing = False
         self._loop: asyncio.Task[None] | None = None
@@ -188,6 +193,8 @@ class Deliverer:
             retry_at=retry_at,
             clock=int(self._clock()),
         )
+        outcome = "delivered" if error is None else "failed" if retry_at is not None else "given_up"
+        self._counted[outcome].inc()
 
     async def _post(self, url: str, task_id: str, body: bytes) -> str | None:
         """POST one delivery; None when the receiver took it, else what went wrong."""

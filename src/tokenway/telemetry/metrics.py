@@ -1,4 +1,9 @@
-"""Prometheus metrics for the gateway, in their own registry (one per gateway instance)."""
+"""Prometheus metrics for the gateway, in their own registry (one per gateway instance).
+
+Under `tokenway serve --workers N` every worker writes its figures to a shared directory
+(prometheus_client's multiprocess mode, see `tokenway.workers`) and `render` sums them; a
+gauge there says how it is combined (`multiprocess_mode`), so each gauge here picks one.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,17 @@ import os
 from decimal import Decimal
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from tokenway.domain.types import Usage
 
 _LAT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+LINE_OUTCOMES = ("ok", "error", "refused", "lost")
+"""How a batch line (or an async task's line) left a replica's hands, for `batch_lines`."""
+HOOK_OUTCOMES = ("delivered", "failed", "given_up")
+"""How one webhook delivery attempt went, for `webhook_deliveries`."""
+YIELD_REASONS = ("lag", "capacity")
+"""Why the batch runner held back, for `batch_yields`."""
 
 
 class Metrics:
@@ -85,6 +96,48 @@ class Metrics:
             ("scope",),
             registry=self.registry,
         )
+        self._background()
+
+    def _background(self) -> None:
+        """The metrics of work that can wait: batch lines, batches and tasks, webhooks."""
+        self.batch_lines = Counter(
+            "tokenway_batch_lines",
+            "Batch and async task lines by endpoint, mode and outcome: ok, error, refused "
+            "(refused for now and requeued), lost (sent, then its batch ended unfinished)",
+            ("endpoint", "mode", "outcome"),
+            registry=self.registry,
+        )
+        # livesum: one figure for the whole server under --workers N, and a worker that dies
+        # mid-line takes its lines out of the sum (the supervisor marks it dead).
+        self.batch_lines_in_flight = Gauge(
+            "tokenway_batch_lines_in_flight",
+            "Batch and async task lines running now",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        self.batches_ended = Counter(
+            "tokenway_batches_ended",
+            "Batches and async tasks ended, by kind (batch, async) and final status",
+            ("kind", "status"),
+            registry=self.registry,
+        )
+        hooks = Counter(
+            "tokenway_webhook_deliveries",
+            "Webhook delivery attempts by outcome: delivered, failed (to be retried), "
+            "given_up (the last attempt failed)",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.webhook_deliveries = {o: hooks.labels(o) for o in HOOK_OUTCOMES}
+        yields = Counter(
+            "tokenway_batch_yields",
+            "Times the batch runner held back for interactive traffic: lag (narrowed to one "
+            "line, the event loop ran late), capacity (skipped a model whose capacity queue "
+            "had requests waiting)",
+            ("reason",),
+            registry=self.registry,
+        )
+        self.batch_yields = {r: yields.labels(r) for r in YIELD_REASONS}
 
     def _children(self, api: str, model: str, provider: str, status: int) -> tuple[Any, ...]:
         # prometheus_client's labels() takes a lock and validates on every call; the label sets
