@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +68,21 @@ def stack_doc(ledger: Path) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(stack_doc(tmp_path_factory.mktemp("batch") / "ledger.db")).start()
-    yield s
-    s.stop()
+def module_stack(doc: Callable[[Path], dict[str, Any]], name: str) -> Any:
+    """A module-scoped `stack` fixture: a gateway on the config `doc(ledger path)` gives, in
+    front of its simulated providers, stopped after the module. The `client` and `other`
+    fixtures below use whichever `stack` the test module defines."""
+
+    @pytest.fixture(scope="module")
+    def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+        s = Stack(doc(tmp_path_factory.mktemp(name) / "ledger.db")).start()
+        yield s
+        s.stop()
+
+    return stack
+
+
+stack = module_stack(stack_doc, "batch")
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ from tokenway.config.load import ConfigError, parse_config
 from tokenway.domain.types import Principal
 from tokenway.store import open_database
 
-from .conftest import KEY, TERMINAL, stack_doc
+from .conftest import KEY, TERMINAL, module_stack, stack_doc
 from .test_durability import Deployment
 
 SECRET = "whsec-test-0123456789abcdef"
@@ -72,11 +72,7 @@ def _doc(ledger: Path) -> dict[str, Any]:
     return doc
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(_doc(tmp_path_factory.mktemp("async") / "ledger.db")).start()
-    yield s
-    s.stop()
+stack = module_stack(_doc, "async")
 
 
 @pytest.fixture(scope="module")

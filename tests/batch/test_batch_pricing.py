@@ -4,20 +4,18 @@ operator's config gives the mode a price of its own (`multipliers: {batch: ...}`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import openai
-import pytest
 
 from tests.e2e.stack import Stack
 from tokenway.accounting.ledger import read_attempts, read_requests
 from tokenway.accounting.prices import PriceBook
 from tokenway.domain.types import Usage
 
-from .conftest import FAST, KEY, chat_line, upload, wait_done
+from .conftest import FAST, KEY, chat_line, module_stack, upload, wait_done
 
 MODEL = "m-catalog"
 
@@ -33,11 +31,7 @@ def _doc(ledger: Path) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(_doc(tmp_path_factory.mktemp("pricing") / "ledger.db")).start()
-    yield s
-    s.stop()
+stack = module_stack(_doc, "pricing")
 
 
 def test_lines_are_billed_at_the_providers_normal_price(stack: Stack) -> None:

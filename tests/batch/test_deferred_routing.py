@@ -4,18 +4,16 @@ target (`routing.deferred_policy: cost`, the default)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import openai
-import pytest
 
 from tests.e2e.stack import Stack
 from tokenway.accounting.ledger import read_requests
 
-from .conftest import FAST, KEY, chat_line, upload, wait_done
+from .conftest import FAST, KEY, chat_line, module_stack, upload, wait_done
 from .test_async import submit, wait_task
 
 MODEL = "m-two"
@@ -50,18 +48,7 @@ def _doc(ledger: Path) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(_doc(tmp_path_factory.mktemp("deferred") / "ledger.db")).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> Iterator[openai.OpenAI]:
-    c = openai.OpenAI(base_url=stack.url + "/v1", api_key=KEY, max_retries=0)
-    yield c
-    c.close()
+stack = module_stack(_doc, "deferred")
 
 
 def providers_by_mode(stack: Stack) -> dict[str, set[str]]:

@@ -20,7 +20,7 @@ from tests.e2e.stack import Stack
 from tokenway.batch.store import JobStore
 from tokenway.store import open_database
 
-from .conftest import chat_line, stack_doc, upload, wait_done
+from .conftest import chat_line, module_stack, stack_doc, upload, wait_done
 from .test_async import CHAT, SECRET, TIGHT_KEY, Receiver, spend_the_minute, submit, wait_task
 
 CHAT_LINES = {"endpoint": "/v1/chat/completions", "mode": "batch"}
@@ -58,11 +58,7 @@ def _doc(ledger: Path) -> dict[str, Any]:
     return doc
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(_doc(tmp_path_factory.mktemp("metrics") / "ledger.db")).start()
-    yield s
-    s.stop()
+stack = module_stack(_doc, "metrics")
 
 
 @pytest.fixture(scope="module")

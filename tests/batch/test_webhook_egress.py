@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 from tests.e2e.stack import Stack
 from tokenway.batch.egress import PublicResolver, is_public, private_literal
 
-from .conftest import KEY, stack_doc
+from .conftest import module_stack, stack_doc
 from .test_async import CHAT, Receiver, get_task, submit
 
 SECRET = "whsec-egress-0123456789abcdef"
@@ -30,18 +29,7 @@ def _doc(ledger: Path) -> dict[str, Any]:
     return doc
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = Stack(_doc(tmp_path_factory.mktemp("egress") / "ledger.db")).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture(scope="module")
-def client(stack: Stack) -> Iterator[openai.OpenAI]:
-    c = openai.OpenAI(base_url=stack.url + "/v1", api_key=KEY, max_retries=0)
-    yield c
-    c.close()
+stack = module_stack(_doc, "egress")
 
 
 @pytest.mark.parametrize(
