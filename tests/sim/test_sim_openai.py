@@ -209,6 +209,33 @@ async def test_json_modes_reply_valid_json(make_sim: MakeSim) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": 5, "required": ["a"]},
+        {"type": "object", "properties": {"a": {"enum": 3}}},
+        {"anyOf": 7},
+        {"type": "array", "minItems": "two"},
+        {"type": "integer", "minimum": "one"},
+    ],
+)
+async def test_a_schema_it_cannot_follow_is_a_400(make_sim: MakeSim, schema: Any) -> None:
+    # as a provider answers, so that the gateway passes a client error on (it was a 503)
+    sim = await make_sim("openai")
+    msgs: Any = [{"role": "user", "content": "json please"}]
+    tool = {"type": "function", "function": {"name": "f", "parameters": schema}}
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    async with client(sim.base_url) as c:
+        with pytest.raises(openai.BadRequestError) as as_tool:
+            await c.chat.completions.create(
+                model="gpt-4o", messages=msgs, tools=[tool], tool_choice="required"
+            )
+        with pytest.raises(openai.BadRequestError) as as_format:
+            await c.chat.completions.create(model="gpt-4o", messages=msgs, response_format=fmt)
+    assert "Invalid schema" in as_tool.value.message
+    assert "Invalid schema" in as_format.value.message
+
+
 async def test_reasoning_models_report_reasoning_tokens(make_sim: MakeSim) -> None:
     sim = await make_sim("openai", fast(reasoning_tokens=7, output_tokens=5))
     msgs: Any = [{"role": "user", "content": "think"}]

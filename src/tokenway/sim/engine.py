@@ -202,6 +202,16 @@ def plan_reply(ask: Ask, scenario: SimScenario, cache: PrefixCache | None) -> Pl
     )
 
 
+def _schema_value(schema: Any, rng: Any, param: str) -> Any:
+    """A value for `schema`, or the 400 a provider gives a schema it cannot read."""
+    try:
+        return tx.value_for_schema(schema, rng)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RecursionError):
+        raise SimBadRequest(
+            "Invalid schema: it is not a JSON Schema this model can follow.", param
+        ) from None
+
+
 def _tool_call(ask: Ask, rng: Any, uid: str) -> ToolCall | None:
     if not ask.tools or ask.tool_mode == "none" or ask.after_tool_result:
         return None
@@ -211,7 +221,7 @@ def _tool_call(ask: Ask, rng: Any, uid: str) -> ToolCall | None:
         if not named:
             raise SimBadRequest(f"tool_choice names unknown tool {ask.tool_name!r}", "tool_choice")
         chosen = named[0]
-    args = tx.value_for_schema(chosen.schema or {"type": "object"}, rng)
+    args = _schema_value(chosen.schema or {"type": "object"}, rng, "tools")
     if not isinstance(args, dict):
         args = {"value": args}
     return ToolCall(
@@ -224,7 +234,7 @@ def _tool_call(ask: Ask, rng: Any, uid: str) -> ToolCall | None:
 
 def _json_pieces(ask: Ask, rng: Any, n_words: int) -> list[str]:
     if ask.json_schema is not None:
-        value = tx.value_for_schema(ask.json_schema, rng)
+        value = _schema_value(ask.json_schema, rng, "response_format")
     else:
         value = {"answer": "".join(tx.words(rng, max(1, n_words)))}
     return tx.token_pieces(json.dumps(value))
