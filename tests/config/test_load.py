@@ -58,6 +58,12 @@ def test_valid_config() -> None:
             lambda d: d["providers"][0].update(responses=True, azure=True),
             "providers[0].responses: only for kind openai (and not with azure)",
         ),
+        (lambda d: d["providers"][1].update(batch_api=True), "providers[1].batch_api: only"),
+        (
+            lambda d: d["providers"][0].update(batch_api=True, azure=True),
+            "providers[0].batch_api: only for kind openai (and not with azure)",
+        ),
+        (lambda d: d.update(batch={"upstream_poll_s": 0}), "batch: upstream_poll_s: must be"),
     ],
 )
 def test_errors_name_their_path(mutate: Any, message: str) -> None:

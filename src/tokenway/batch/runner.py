@@ -1,7 +1,9 @@
 """The batch runner: one per replica. It claims the lines of running batches (and of async
 tasks, batches of one line) and runs them through the gateway's own request path,
 coordinating with other replicas only through the job store. Its housekeeping hands whole
-batches to `batch.lifecycle`, which validates new ones and ends those that are done.
+batches to `batch.lifecycle`, which validates new ones and ends those that are done, and a
+batch whose provider serves its own Batch API to `batch.handoff`, which runs it there (the
+runner claims none of its lines unless the hand-off falls back).
 
 A line runs as an in-process request (`gateway.internal`): the key's admission limits and
 budgets, routing, failover, pricing and accounting are exactly those of an HTTP request, with
@@ -44,6 +46,8 @@ from typing import Any
 
 import msgspec
 
+from tokenway.batch.handoff import Handoff
+from tokenway.batch.handoff_store import OPEN_STATES
 from tokenway.batch.ids import line_request_id
 from tokenway.batch.lifecycle import Lifecycle, ledger_mode, lost_attempts, lost_row
 from tokenway.batch.lines import ClaimedLine
@@ -101,6 +105,7 @@ class _Active:
     kind: str = "batch"
     expires_at: float = 0.0
     headers: tuple[tuple[str, str], ...] = ()
+    upstream_state: str | None = None
 
     @property
     def mode(self) -> str:
@@ -139,6 +144,10 @@ class Runner:
         self._helpers: list[asyncio.Task[None]] = []
         self.batches = Lifecycle(store, rt, cfg, self.owner, self._principal)
         """Validation and ending of whole batches and tasks."""
+        self.handoff = Handoff(
+            store, rt, cfg, self.owner, self.batches.holding, lambda: self.wake(urgent=True)
+        )
+        """Batches handed to their provider's own Batch API instead of run here."""
 
     @property
     def task_ended(self) -> Callable[[], None]:
@@ -175,6 +184,7 @@ class Runner:
             await asyncio.to_thread(self.store.close)
             return
         await self._loop_task
+        await self.handoff.close()
         if self._tasks:
             _, pending = await asyncio.wait(list(self._tasks.values()), timeout=grace_s)
             for task in pending:
@@ -243,10 +253,14 @@ class Runner:
                 r["kind"],
                 float(r["expires_at"]),
                 _headers(r["headers"]),
+                r["upstream_state"],
             )
             for r in rows
         ]
         self._principals = {b.id: b.principal for b in self._active}
+        if not self.rt.draining:
+            for batch in self._active:  # whether or not lines have free slots
+                self._handed_off(batch)
         if self._active:
             self.throttle.start()
         else:
@@ -281,6 +295,8 @@ class Runner:
         for batch in self._active:
             if free <= 0:
                 break
+            if self._handed_off(batch):
+                continue
             if self._paused.get(batch.model, 0.0) > clock:
                 continue
             if self.throttle.contended(batch.model):
@@ -301,6 +317,17 @@ class Runner:
                 key = (line.batch_id, line.line)
                 self._tasks[key] = asyncio.create_task(self._line(batch, line, key))
             free -= len(claimed)
+
+    def _handed_off(self, batch: _Active) -> bool:
+        """Whether the batch's lines are its provider's Batch API's to run (and see that
+        a replica hands it off)."""
+        if batch.kind != "batch" or batch.upstream_state not in OPEN_STATES:
+            return False
+        target = self.handoff.target(batch.model, batch.endpoint)
+        if target is None or batch.model is None:
+            return False
+        self.handoff.ensure(batch.id, batch.model, batch.principal, target)
+        return True
 
     async def _heartbeat(self) -> None:
         while True:

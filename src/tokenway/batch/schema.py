@@ -19,6 +19,9 @@
                   replica find the first one's task rather than make a second; a row lives as
                   long as its task
 
+A batch handed to its provider's Batch API keeps the upstream file and batch ids on its
+`batches` row (`upstream_*`), so that the replica that takes over after a restart resumes it.
+
 Times of the OpenAI objects are whole epoch seconds (BIGINT); leases and send times are
 fractional epoch seconds (DOUBLE PRECISION). Migrations are append-only.
 """
@@ -137,4 +140,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     PRIMARY KEY (owner, idem_key)
 )""",
     "CREATE INDEX IF NOT EXISTS async_task_keys_task ON async_task_keys (task_id)",
+    # a batch handed to its provider's own Batch API (`batch.handoff`): the upstream input file
+    # and batch, and where the hand-off stands (NULL: not tried; `fallback`: its lines run here)
+    "ALTER TABLE batches ADD COLUMN upstream_file_id TEXT",
+    "ALTER TABLE batches ADD COLUMN upstream_batch_id TEXT",
+    "ALTER TABLE batches ADD COLUMN upstream_state TEXT",
 )

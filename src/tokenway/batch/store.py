@@ -216,10 +216,11 @@ class JobStore:
 
     def active_batches(self, now: int) -> list[dict[str, Any]]:
         """Batches and async tasks whose lines may run now, the earliest deadline first (and
-        the oldest among equal deadlines), with a task's routing `headers`."""
+        the oldest among equal deadlines), with a task's routing `headers` and where a hand-off to
+        the provider's Batch API stands (`upstream_state`)."""
         return self.db.fetch(
             "SELECT b.id, b.owner, b.principal, b.endpoint, b.model, b.kind, b.expires_at, "
-            "t.headers FROM batches b LEFT JOIN async_tasks t ON t.id = b.id "
+            "b.upstream_state, t.headers FROM batches b LEFT JOIN async_tasks t ON t.id = b.id "
             "WHERE b.status = 'in_progress' AND b.expires_at > :now "
             "ORDER BY b.expires_at, b.created_at, b.id",
             {"now": now},

@@ -105,6 +105,10 @@ class Config:
                 raise ConfigError(
                     f"providers[{i}].responses: only for kind openai (and not with azure)"
                 )
+            if p.batch_api and (p.kind != "openai" or p.azure):
+                raise ConfigError(
+                    f"providers[{i}].batch_api: only for kind openai (and not with azure)"
+                )
             self.providers[p.name] = p
         for i, m in enumerate(raw.models):
             if m.name in self.models:

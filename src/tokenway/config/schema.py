@@ -32,6 +32,9 @@ class ProviderConfig(Strict):
     `responses: true` (kind openai) says the upstream also serves the Responses API at
     `POST {base_url}/responses`: Responses requests then reach it in their own shape instead
     of as chat completions.
+    `batch_api: true` (kind openai, not azure) says the upstream serves OpenAI's Batch API
+    (`/files`, `/batches`): a batch whose model's first target is this provider is handed to
+    it whole, and its lines are priced at the batch price.
     """
 
     name: str
@@ -47,6 +50,7 @@ class ProviderConfig(Strict):
     connect_timeout_s: float = 5.0
     embeddings: bool | None = None
     responses: bool = False
+    batch_api: bool = False
 
 
 Capability = Literal["tools", "vision", "json"]
@@ -345,7 +349,8 @@ class BatchConfig(Strict):
     dies leaves its lines to be taken over when their leases lapse. `completion_windows` are
     the `completion_window` values a batch may ask for; `max_lines` and `max_file_bytes` bound
     an input file. Dispatch waits while interactive requests queue for a model's capacity or
-    the event loop lags by more than `yield_lag_ms`.
+    the event loop lags by more than `yield_lag_ms`. A batch handed to its provider's Batch
+    API (`providers[].batch_api`) is polled every `upstream_poll_s` seconds.
     """
 
     concurrency: int = 4
@@ -354,8 +359,11 @@ class BatchConfig(Strict):
     max_lines: int = 50_000
     max_file_bytes: int = 100 * 1024 * 1024
     yield_lag_ms: float = 25.0
+    upstream_poll_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.upstream_poll_s) and self.upstream_poll_s > 0):
+            raise ValueError("upstream_poll_s: must be a positive number of seconds")
         if self.concurrency < 1:
             raise ValueError("concurrency: must be at least 1")
         if not (math.isfinite(self.lease_s) and self.lease_s >= 1):
@@ -470,6 +478,10 @@ class SimScenario(Strict):
     # only from `cache_min_tokens` on.
     cache_block_tokens: int = 64
     cache_min_tokens: int = 1024
+    # The Batch API (kind openai): how long each line of an upstream batch takes, and whether
+    # creating a batch is refused (`refuse`: 500) or the batch ends `failed` (`fail`).
+    batch_line_ms: float = 5.0
+    batch_fault: Literal["none", "refuse", "fail"] = "none"
 
 
 class SimProviderConfig(Strict):

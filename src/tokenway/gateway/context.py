@@ -100,6 +100,15 @@ class RequestContext:
         self.served_cost = cost
         return cost
 
+    def attempt_batched(self, provider: str, model: str, usage: Usage) -> Decimal:
+        """Record an attempt the provider's own Batch API served, at its batch price; returns
+        its cost. Its latency says nothing of the target's, so routing learns nothing here."""
+        cost = self.rt.prices.cost(provider, model, usage, self.at, mode=self.mode, batch_api=True)
+        self._add(provider, model, 200, "OK", usage, cost, self.t0, None, None)
+        self.provider, self.provider_model, self.usage = provider, model, usage
+        self.served_cost = cost
+        return cost
+
     def attempt_failed(
         self, provider: str, model: str, err: UpstreamError, started: float, usage: Usage | None
     ) -> None:

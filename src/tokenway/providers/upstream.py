@@ -22,6 +22,8 @@ class Upstream:
         self.name = cfg.name
         self.kind = cfg.kind
         self.region = cfg.region
+        self.base_url = base_url
+        """The resolved base URL (a `sim://` one made the simulator's address)."""
         resolved = cfg if base_url == cfg.base_url else _with_base(cfg, base_url)
         self.adapter: Adapter = make_adapter(resolved)
         # client protocol -> the adapter relaying it untranslated (its kind's, and Responses

@@ -32,6 +32,7 @@ Kind = Literal["openai", "anthropic", "gemini"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _BODY = web.RequestKey("sim_body", object)
+_RAW = web.RequestKey("sim_raw", bytes)
 _STREAM = web.RequestKey("sim_stream", web.StreamResponse)
 
 
@@ -196,7 +197,9 @@ class SimServer:
         raw = await request.read()
         body: Any = None
         bad_json = False
-        if raw:
+        # A file upload (the Batch API's) is a form, not JSON: its handler reads `raw`.
+        form = request.content_type.startswith("multipart/")
+        if raw and not form:
             try:
                 body = msgspec.json.decode(raw)
             except msgspec.DecodeError:
@@ -216,10 +219,11 @@ class SimServer:
         self.request_count += 1
         self.bytes_received += len(raw)
         request[_BODY] = body
+        request[_RAW] = raw
         try:
             self._check_key(request)
             self.wire.precheck(request)
-            if bad_json or (raw and not isinstance(body, dict)):
+            if bad_json or (raw and not form and not isinstance(body, dict)):
                 raise SimError(400, "The request body is not a valid JSON object.")
             response = await handler(request)
         except SimError as err:
@@ -263,6 +267,11 @@ class SimServer:
         """The request's parsed JSON object (`{}` if it had no body)."""
         body = request.get(_BODY)
         return body if isinstance(body, dict) else {}
+
+    def raw(self, request: web.Request) -> bytes:
+        """The request's body as it arrived."""
+        raw: bytes = request.get(_RAW, b"")
+        return raw
 
     def plan(self, ask: Ask) -> Plan:
         """The reply to `ask` under the current scenario (not yet committed to the cache)."""

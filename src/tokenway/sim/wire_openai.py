@@ -13,9 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from tokenway.sim import text as tx
+from tokenway.sim.batch_api import BatchAPI
 from tokenway.sim.engine import Ask, Plan, Prompt, SimBadRequest, Tool
 from tokenway.sim.ratelimit import Decision, LimitSnapshot, go_duration
-from tokenway.sim.server import Gate, SimError, Wire, json_response, sse
+from tokenway.sim.server import Gate, SimError, SimServer, Wire, json_response, sse
 
 MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini", "o3-mini", "o4-mini"]
 EMBEDDING_MODELS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
@@ -31,6 +32,11 @@ class OpenAIWire(Wire):
     """`/v1/chat/completions`, `/v1/responses`, `/v1/embeddings`, `/v1/models` and Azure
     deployments."""
 
+    def __init__(self, server: SimServer) -> None:
+        super().__init__(server)
+        self.batches = BatchAPI(self)
+        """The Batch API (`/v1/files`, `/v1/batches`), its lines run by `completion`."""
+
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/v1/chat/completions", self.chat),
@@ -40,6 +46,7 @@ class OpenAIWire(Wire):
             web.get("/v1/models/{model}", self.model),
             web.post("/openai/deployments/{deployment}/chat/completions", self.chat),
             web.post("/openai/deployments/{deployment}/embeddings", self.embeddings),
+            *self.batches.routes(),
         ]
 
     def presented_key(self, request: web.Request) -> str | None:
@@ -113,6 +120,11 @@ class OpenAIWire(Wire):
         if stream:
             return await self._stream(request, body, plan, base, gate)
         await self.server.wait_whole(plan.output_tokens)
+        out = self.completion(plan, base)
+        return json_response(out, headers=gate.headers)
+
+    def completion(self, plan: Plan, base: dict[str, Any]) -> dict[str, Any]:
+        """A whole `chat.completion` for `plan` (`base`: its id, model and tier fields)."""
         message: dict[str, Any] = {
             "role": "assistant",
             "content": None if plan.tool else plan.text_str,
@@ -129,8 +141,7 @@ class OpenAIWire(Wire):
             "logprobs": None,
             "finish_reason": _finish(plan),
         }
-        out = {**base, "object": "chat.completion", "choices": [choice], "usage": self.usage(plan)}
-        return json_response(out, headers=gate.headers)
+        return {**base, "object": "chat.completion", "choices": [choice], "usage": self.usage(plan)}
 
     async def _stream(
         self,
