@@ -16,10 +16,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx2 as httpx
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
@@ -248,3 +249,34 @@ def pg_stack(doc_for: Callable[[str], dict[str, Any]], base: str, spool: str) ->
         # on a thread of its own: asyncio.run would unset the test loop of this one
         with ThreadPoolExecutor(1) as pool:
             pool.submit(asyncio.run, _drop_schema(base, schema)).result(30)
+
+
+A = TypeVar("A", bound=Api)
+
+
+def backend_fixtures(
+    api_class: type[A],
+    doc_for: Callable[[str], dict[str, Any]],
+    secrets: list[str],
+    keys: list[str],
+    label: str,
+) -> tuple[Any, Any]:
+    """The module fixtures `pg` (a gateway on a fresh PostgreSQL schema) and `api` (an
+    `api_class` over the module's `stack`, then over `pg`), watching the logs for errors and
+    `secrets`, and printing how many requests each backend got."""
+
+    @pytest.fixture(scope="module")
+    def pg(pg_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+        with pg_stack(doc_for, pg_base, str(tmp_path_factory.mktemp("fuzz") / "spool")) as s:
+            yield s
+
+    @pytest.fixture(scope="module", params=["sqlite", "postgres"])
+    def api(request: pytest.FixtureRequest) -> Iterator[A]:
+        gateway: Stack = request.getfixturevalue("stack" if request.param == "sqlite" else "pg")
+        with watching(secrets) as watch:
+            a = api_class(gateway, watch, keys)
+            yield a
+            a.close()
+            print(f"\n{label} fuzz on {request.param}: {a.sent} requests")
+
+    return pg, api

@@ -7,7 +7,6 @@ import getpass
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,13 +18,8 @@ from pathlib import Path
 import openai
 import pytest
 
+from tests.net import free_port
 from tokenway.config.demo import DEMO_KEY
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tokenway(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -39,6 +39,14 @@ from .test_durability import Deployment
 
 SECRET = "whsec-test-0123456789abcdef"
 TIGHT_KEY = "sk-batch-tight"
+# quick webhooks for the tests, to a receiver of their own on loopback
+ASYNC: dict[str, Any] = {
+    "webhook_secret": SECRET,
+    "webhook_backoff_s": 0.2,
+    "webhook_attempts": 3,
+    "webhook_timeout_s": 2,
+    "webhook_private": True,
+}
 # keys of their own for the tests that count a key's tasks, which other tests must not add to
 LISTER_KEY, IDEM_KEY, RACER_KEY = "sk-async-lister", "sk-async-idem", "sk-async-racer"
 MTOK = Decimal(1_000_000)
@@ -62,13 +70,7 @@ def _doc(ledger: Path) -> dict[str, Any]:
         {"name": "idem", "key": IDEM_KEY},
         {"name": "racer", "key": RACER_KEY},
     ]
-    doc["async"] = {
-        "webhook_secret": SECRET,
-        "webhook_backoff_s": 0.2,
-        "webhook_attempts": 3,
-        "webhook_timeout_s": 2,
-        "webhook_private": True,  # the test's receiver listens on loopback
-    }
+    doc["async"] = dict(ASYNC)
     return doc
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -19,16 +18,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests.e2e.stack import Stack
 from tests.http_fuzz import (
     Api,
+    backend_fixtures,
     fuzz,
     json_values,
     odd_ids,
     odd_text,
-    pg_stack,
     repeated,
-    watching,
 )
 
 from .conftest import BROKE_KEY, KEY, OTHER_KEY, chat_line, jsonl, stack_doc
@@ -70,20 +67,7 @@ def _doc_for(url: str) -> dict[str, Any]:
     return {**stack_doc(Path("unused.db")), "storage": {"ledger": url}}
 
 
-@pytest.fixture(scope="module")
-def pg(pg_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with pg_stack(_doc_for, pg_base, str(tmp_path_factory.mktemp("fuzz") / "spool")) as s:
-        yield s
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def api(request: pytest.FixtureRequest) -> Iterator[BatchApi]:
-    gateway: Stack = request.getfixturevalue("stack" if request.param == "sqlite" else "pg")
-    with watching(SECRETS) as watch:
-        a = BatchApi(gateway, watch, [KEY, OTHER_KEY])
-        yield a
-        a.close()
-        print(f"\nfiles/batches fuzz on {request.param}: {a.sent} requests")
+pg, api = backend_fixtures(BatchApi, _doc_for, SECRETS, [KEY, OTHER_KEY], "files/batches")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,15 @@ from tokenway.batch.store import JobStore
 from tokenway.store import open_database
 
 from .conftest import chat_line, module_stack, stack_doc, upload, wait_done
-from .test_async import CHAT, SECRET, TIGHT_KEY, Receiver, spend_the_minute, submit, wait_task
+from .test_async import (
+    ASYNC,
+    CHAT,
+    TIGHT_KEY,
+    Receiver,
+    spend_the_minute,
+    submit,
+    wait_task,
+)
 
 CHAT_LINES = {"endpoint": "/v1/chat/completions", "mode": "batch"}
 TASK_LINES = {"endpoint": "/v1/chat/completions", "mode": "async"}
@@ -48,13 +56,7 @@ def _doc(ledger: Path) -> dict[str, Any]:
         },
     ]
     doc["keys"].append({"name": "tight", "key": TIGHT_KEY, "rpm": 1})
-    doc["async"] = {
-        "webhook_secret": SECRET,
-        "webhook_backoff_s": 0.2,
-        "webhook_attempts": 3,
-        "webhook_timeout_s": 2,
-        "webhook_private": True,  # the test's receiver listens on loopback
-    }
+    doc["async"] = dict(ASYNC)
     return doc
 
 

@@ -31,7 +31,8 @@ import openai
 import pytest
 import uvloop
 
-from tests.private_pg import PrivatePostgres, free_port
+from tests.net import free_port, wait_http
+from tests.private_pg import PrivatePostgres
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-test-pg-outage"
@@ -44,18 +45,6 @@ DOWN_S = 30.0  # ...and started again this much later
 IN_FLIGHT = 128  # most requests open at once: a slow machine falls behind, it does not pile up
 LEDGER_WAIT_S = 30.0  # for the ledger to hold every row once the traffic stops
 REPLAYED = re.compile(r"(\d+) (?:spooled rows|rows left in the spool) replayed")
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never answered")
 
 
 class Gateway:

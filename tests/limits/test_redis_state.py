@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -19,6 +18,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from tests.net import free_port
 from tokenway.config.schema import KeyConfig
 from tokenway.domain.types import Principal
 from tokenway.errors import BudgetExceeded, RateLimited
@@ -125,12 +125,6 @@ async def test_ledger_spend_is_seeded_once_across_replicas(prefix: str) -> None:
     assert await states[0].admit_budget(Payer("k"), D("0.04"))
     for s in states:
         await s.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ schemas are sent with `tool_choice: "none"`, which translates them but asks for 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -20,17 +19,15 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from tests.e2e.stack import Stack
 from tests.http_fuzz import (
     Api,
+    backend_fixtures,
     fuzz,
     json_values,
     odd_ids,
     odd_text,
-    pg_stack,
     repeated,
     scalars,
-    watching,
 )
 from tokenway.translate.responses_request import EFFORTS
 
@@ -53,20 +50,7 @@ class ResponsesApi(Api):
         return dict(doc)
 
 
-@pytest.fixture(scope="module")
-def pg(pg_base: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with pg_stack(stack_doc, pg_base, str(tmp_path_factory.mktemp("fuzz") / "spool")) as s:
-        yield s
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def api(request: pytest.FixtureRequest) -> Iterator[ResponsesApi]:
-    gateway: Stack = request.getfixturevalue("stack" if request.param == "sqlite" else "pg")
-    with watching(SECRETS) as watch:
-        a = ResponsesApi(gateway, watch, [KEY, OTHER_KEY])
-        yield a
-        a.close()
-        print(f"\nresponses fuzz on {request.param}: {a.sent} requests")
+pg, api = backend_fixtures(ResponsesApi, stack_doc, SECRETS, [KEY, OTHER_KEY], "responses")
 
 
 # ---- strategies -----------------------------------------------------------------------------
